@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/lazyr/lazyr/compel"
+	"github.com/lazyr/lazyr/dump"
+)
+
+func runDump(ctx context.Context, args []string) int {
+	var c common
+	var pid int
+	var leaveRunning bool
+	fs := newFlags("dump", "-t PID -D DIR [options]")
+	c.register(fs, true, true)
+	intVar(fs, &pid, "t", "tree", 0, "PID of the process to dump")
+	fs.BoolVar(&leaveRunning, "leave-running", false, "let the process run on after the dump (default: kill it)")
+	if _, err := parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if pid == 0 {
+		return c.fail(nil, "dump", fmt.Errorf("-t/--tree PID is required"))
+	}
+	if err := requireDir("-D/--images-dir", c.imagesDir); err != nil {
+		return c.fail(nil, "dump", err)
+	}
+	log, err := c.logger()
+	if err != nil {
+		return c.fail(nil, "dump", err)
+	}
+	defer log.Sync()
+	show, done := progress("dumping memory")
+	st, err := dump.Run(ctx, compel.NewTracer(), dump.Options{
+		Pid: pid, ImagesDir: c.imagesDir, LeaveRunning: leaveRunning, Log: log, Progress: show,
+	})
+	done()
+	if err != nil {
+		return c.fail(log, fmt.Sprintf("dump of %d failed", pid), err)
+	}
+	log.Info("dump finished",
+		zap.Int("pid", pid),
+		zap.Uint64("pages_written", st.PagesWritten),
+		zap.Uint64("pages_skipped", st.PagesSkipped),
+		zap.Uint64("pages_lazy", st.PagesLazy),
+		zap.Duration("freezing_time", st.FreezingTime),
+		zap.Duration("frozen_time", st.FrozenTime),
+		zap.Duration("memdump_time", st.MemdumpTime),
+		zap.Duration("memwrite_time", st.MemwriteTime),
+	)
+	return 0
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+
+	"go.uber.org/zap"
+
+	"github.com/lazyr/lazyr/compel"
+	"github.com/lazyr/lazyr/restore"
+)
+
+func runRestore(ctx context.Context, args []string) int {
+	var c common
+	var detach, lazy bool
+	var pidFile string
+	fs := newFlags("restore", "-D DIR [options]")
+	c.register(fs, true, true)
+	boolVar(fs, &detach, "d", "restore-detached", "return once the process runs instead of waiting for it to exit")
+	fs.BoolVar(&lazy, "lazy-pages", false, "leave private memory to the lazy-pages daemon (start 'lazyr lazy-pages' first)")
+	fs.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")
+	if _, err := parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := requireDir("-D/--images-dir", c.imagesDir); err != nil {
+		return c.fail(nil, "restore", err)
+	}
+	if c.workDir == "" {
+		c.workDir = c.imagesDir
+	}
+	log, err := c.logger()
+	if err != nil {
+		return c.fail(nil, "restore", err)
+	}
+	defer log.Sync()
+	show, done := progress("restoring memory")
+	res, err := restore.Run(ctx, compel.NewTracer(), restore.Options{
+		ImagesDir: c.imagesDir, WorkDir: c.workDir, Detached: detach, LazyPages: lazy, Log: log, Progress: show,
+	})
+	done()
+	if err != nil {
+		return c.fail(log, "restore failed", err)
+	}
+	log.Info("restored",
+		zap.Int("pid", res.Pid),
+		zap.Duration("restore_time", res.Stats.RestoreTime),
+		zap.Uint64("pages_restored", res.Stats.PagesRestored),
+		zap.Uint64("pages_lazy", res.Stats.PagesLazy),
+	)
+	if pidFile != "" {
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {
+			return c.fail(log, "pidfile", err)
+		}
+	}
+	if detach {
+		return 0
+	}
+	code, err := restore.Wait(res.Pid)
+	if err != nil {
+		return c.fail(log, fmt.Sprintf("waiting for %d", res.Pid), err)
+	}
+	log.Debug("restored process exited", zap.Int("pid", res.Pid), zap.Int("code", code))
+	return code
+}

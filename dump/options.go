@@ -1,0 +1,40 @@
+package dump
+
+import (
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options says what to dump and where.
+type Options struct {
+	Pid          int
+	ImagesDir    string
+	LeaveRunning bool // let the task continue after the dump instead of killing it
+	// ReapWait bounds how long a killing dump waits for the PID to disappear (the parent must reap it).
+	ReapWait time.Duration
+	Log      *zap.Logger
+	// Progress, if set, is called from time to time with memory bytes written so far and the total.
+	Progress func(done, total uint64)
+}
+
+// Stats are the numbers of one dump; they are also stored as CRIU's stats-dump image.
+type Stats struct {
+	FreezingTime time.Duration `json:"freezing_time"`
+	FrozenTime   time.Duration `json:"frozen_time"`
+	MemdumpTime  time.Duration `json:"memdump_time"`
+	MemwriteTime time.Duration `json:"memwrite_time"`
+	PagesScanned uint64        `json:"pages_scanned"`
+	PagesSkipped uint64        `json:"pages_skipped"` // not present, or the zero page
+	PagesWritten uint64        `json:"pages_written"`
+	PagesLazy    uint64        `json:"pages_lazy"` // written pages that a lazy restore may fill on demand
+}
+
+// Errors callers branch on. Returned errors wrap them together with the details.
+var (
+	ErrNoProcess   = errors.New("no such process")
+	ErrZombie      = errors.New("process is a zombie")
+	ErrUnsupported = errors.New("not supported")
+	ErrPermission  = errors.New("permission denied")
+)

@@ -1,0 +1,43 @@
+package restore
+
+import (
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options says what to restore and how.
+type Options struct {
+	ImagesDir string
+	WorkDir   string
+	// Detached: the caller does not wait for the process; a parent-death signal of the root task is then
+	// not restored (its parent, lazyr, is about to exit).
+	Detached  bool
+	LazyPages bool // register private anonymous memory with userfaultfd and hand it to the lazy-pages daemon
+	Log       *zap.Logger
+	// Progress, if set, is called from time to time with memory bytes restored so far and the total.
+	Progress func(done, total uint64)
+}
+
+// Stats are the numbers of one restore.
+type Stats struct {
+	RestoreTime   time.Duration `json:"restore_time"`
+	ForkingTime   time.Duration `json:"forking_time"`
+	MemoryTime    time.Duration `json:"memory_time"`
+	PagesRestored uint64        `json:"pages_restored"`
+	PagesLazy     uint64        `json:"pages_lazy"`
+}
+
+// Result is a restored process.
+type Result struct {
+	Pid   int
+	Stats Stats
+}
+
+// Errors callers branch on.
+var (
+	ErrPidInUse    = errors.New("pid in use")
+	ErrBadImages   = errors.New("bad image set")
+	ErrUnsupported = errors.New("not supported")
+)

@@ -1,0 +1,207 @@
+package restore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/lazyr/lazyr/compel"
+)
+
+const ssDisable = 2 // SS_DISABLE
+
+func le64(vals ...uint64) []byte {
+	b := make([]byte, 8*len(vals))
+	for i, v := range vals {
+		binary.LittleEndian.PutUint64(b[8*i:], v)
+	}
+	return b
+}
+
+// restoreIdentity sets the session, process group and name.
+func restoreIdentity(t *compel.Task, p *plan, log *zap.Logger) error {
+	pid := uint32(p.pid)
+	switch {
+	case p.tree.GetSid() == pid:
+		if _, err := t.Syscall(unix.SYS_SETSID); err != nil {
+			return fmt.Errorf("setsid: %w", err)
+		}
+	case p.tree.GetPgid() == pid:
+		if _, err := t.Syscall(unix.SYS_SETPGID, 0, 0); err != nil {
+			return fmt.Errorf("setpgid: %w", err)
+		}
+	default:
+		// Joining a session or group of a process outside the image is what --shell-job is about.
+		log.Warn("process stays in lazyr's session and process group",
+			zap.Uint32("dumped_sid", p.tree.GetSid()), zap.Uint32("dumped_pgid", p.tree.GetPgid()))
+	}
+	comm := p.core.GetTc().GetComm()
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	addr, err := t.WriteScratch(0, append([]byte(comm), 0))
+	if err != nil {
+		return err
+	}
+	if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_NAME, addr); err != nil {
+		return fmt.Errorf("set name: %w", err)
+	}
+	return nil
+}
+
+// restoreSignals installs the signal handlers and the alternate signal stack.
+func restoreSignals(t *compel.Task, p *plan) error {
+	for i, sa := range p.core.GetTc().GetSigactions() {
+		sig := uint64(i + 1)
+		if sig == uint64(unix.SIGKILL) || sig == uint64(unix.SIGSTOP) {
+			continue
+		}
+		// Default dispositions are set too: the stub inherits ignored signals from lazyr's own parent.
+		addr, err := t.WriteScratch(0, le64(sa.GetSigaction(), sa.GetFlags(), sa.GetRestorer(), sa.GetMask()))
+		if err != nil {
+			return err
+		}
+		if _, err := t.Syscall(unix.SYS_RT_SIGACTION, sig, addr, 0, 8); err != nil {
+			return fmt.Errorf("sigaction %d: %w", sig, err)
+		}
+	}
+	sas := p.core.GetThreadCore().GetSas()
+	if sas != nil && sas.GetSsFlags()&ssDisable == 0 {
+		// SS_ONSTACK only reports that the task was running on that stack; it is not a settable flag.
+		flags := uint64(sas.GetSsFlags()) &^ 1
+		addr, err := t.WriteScratch(0, le64(sas.GetSsSp(), flags, sas.GetSsSize()))
+		if err != nil {
+			return err
+		}
+		if _, err := t.Syscall(unix.SYS_SIGALTSTACK, addr, 0); err != nil {
+			return fmt.Errorf("sigaltstack: %w", err)
+		}
+	}
+	return nil
+}
+
+// restoreLimits sets the rlimits. The task may lower a hard limit but not raise it (lazyr has no
+// CAP_SYS_RESOURCE on every machine): such a limit is kept as it is and reported.
+func restoreLimits(t *compel.Task, p *plan, log *zap.Logger) error {
+	for res, rl := range p.core.GetTc().GetRlimits().GetRlimits() {
+		addr, err := t.WriteScratch(0, le64(rl.GetCur(), rl.GetMax()))
+		if err != nil {
+			return err
+		}
+		if _, err := t.Syscall(unix.SYS_PRLIMIT64, 0, uint64(res), addr, 0); err != nil {
+			if errors.Is(err, unix.EPERM) {
+				log.Warn("cannot raise a hard rlimit to its dumped value", zap.Int("resource", res), zap.Uint64("max", rl.GetMax()))
+				continue
+			}
+			return fmt.Errorf("prlimit %d: %w", res, err)
+		}
+	}
+	return nil
+}
+
+// restoreThreadState restores the per-thread kernel registrations: clear_tid, robust list, personality,
+// pdeath signal, subreaper, THP, rseq.
+func restoreThreadState(t *compel.Task, p *plan, opts Options) error {
+	tc := p.core.GetThreadCore()
+	if _, err := t.Syscall(unix.SYS_SET_TID_ADDRESS, p.core.GetThreadInfo().GetClearTidAddr()); err != nil {
+		return fmt.Errorf("set_tid_address: %w", err)
+	}
+	if tc.GetFutexRla() != 0 {
+		if _, err := t.Syscall(unix.SYS_SET_ROBUST_LIST, tc.GetFutexRla(), uint64(tc.GetFutexRlaLen())); err != nil {
+			return fmt.Errorf("set_robust_list: %w", err)
+		}
+	}
+	if _, err := t.Syscall(unix.SYS_PERSONALITY, uint64(p.core.GetTc().GetPersonality())); err != nil {
+		return fmt.Errorf("personality: %w", err)
+	}
+	// The root task's parent is lazyr: a parent-death signal would fire as soon as lazyr exits, so it is
+	// restored only while lazyr stays and waits.
+	if sig := tc.GetPdeathSig(); sig != 0 && !opts.Detached {
+		if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
+			return fmt.Errorf("pdeath signal: %w", err)
+		}
+	}
+	if p.core.GetTc().GetChildSubreaper() {
+		if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return fmt.Errorf("child subreaper: %w", err)
+		}
+	}
+	if p.mm.GetThpDisabled() {
+		if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("THP disable: %w", err)
+		}
+	}
+	if r := tc.GetRseqEntry(); r != nil && r.GetRseqAbiPointer() != 0 {
+		if _, err := t.Syscall(unix.SYS_RSEQ, r.GetRseqAbiPointer(), uint64(r.GetRseqAbiSize()), 0, uint64(r.GetSignature())); err != nil {
+			return fmt.Errorf("rseq: %w", err)
+		}
+	}
+	return nil
+}
+
+// restoreTimers arms the interval timers; done last, right before the task resumes.
+func restoreTimers(t *compel.Task, p *plan) error {
+	tm := p.core.GetTc().GetTimers()
+	if tm == nil {
+		return nil
+	}
+	for which, it := range []interface {
+		GetIsec() uint64
+		GetIusec() uint64
+		GetVsec() uint64
+		GetVusec() uint64
+	}{tm.GetReal(), tm.GetVirt(), tm.GetProf()} {
+		if it.GetVsec() == 0 && it.GetVusec() == 0 {
+			continue
+		}
+		addr, err := t.WriteScratch(0, le64(it.GetIsec(), it.GetIusec(), it.GetVsec(), it.GetVusec()))
+		if err != nil {
+			return err
+		}
+		if _, err := t.Syscall(unix.SYS_SETITIMER, uint64(which), addr, 0); err != nil {
+			return fmt.Errorf("setitimer %d: %w", which, err)
+		}
+	}
+	return nil
+}
+
+// restoreCreds switches to the dumped ids when they differ from lazyr's (root). This comes after
+// everything that needs privileges in the task (PR_SET_MM_MAP, opening files).
+func restoreCreds(t *compel.Task, p *plan) error {
+	c := p.core.GetThreadCore().GetCreds()
+	if c == nil {
+		return nil
+	}
+	if c.GetUid() == 0 && c.GetEuid() == 0 && c.GetSuid() == 0 && c.GetGid() == 0 && c.GetEgid() == 0 && c.GetSgid() == 0 && len(c.GetGroups()) == 0 {
+		return nil
+	}
+	groups := make([]byte, 4*len(c.GetGroups()))
+	for i, g := range c.GetGroups() {
+		binary.LittleEndian.PutUint32(groups[4*i:], g)
+	}
+	addr, _ := t.Scratch()
+	if len(groups) > 0 {
+		var err error
+		if addr, err = t.WriteScratch(0, groups); err != nil {
+			return err
+		}
+	}
+	if _, err := t.Syscall(unix.SYS_SETGROUPS, uint64(len(c.GetGroups())), addr); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if _, err := t.Syscall(unix.SYS_SETRESGID, uint64(c.GetGid()), uint64(c.GetEgid()), uint64(c.GetSgid())); err != nil {
+		return fmt.Errorf("setresgid: %w", err)
+	}
+	if _, err := t.Syscall(unix.SYS_SETRESUID, uint64(c.GetUid()), uint64(c.GetEuid()), uint64(c.GetSuid())); err != nil {
+		return fmt.Errorf("setresuid: %w", err)
+	}
+	if d := p.mm.GetDumpable(); d >= 0 {
+		if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(d)); err != nil {
+			return fmt.Errorf("set dumpable: %w", err)
+		}
+	}
+	return nil
+}
