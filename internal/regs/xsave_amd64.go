@@ -8,25 +8,31 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Offsets in the standard XSAVE layout (Intel SDM vol. 1, 13.4 and CPUID leaf 0xD in non-compacted form).
+// Fixed parts of the standard XSAVE layout (Intel SDM vol. 1, 13.4). The extended components' offsets
+// come from CPUID (componentOffset): AVX state, MPX BNDREGS (4 x 16 bytes) and BNDCSR, AVX-512 opmask
+// k0-k7 (8 x 8), ZMM_Hi256 (upper halves of zmm0-15, 16 x 32), Hi16_ZMM (zmm16-31, 16 x 64), PKRU (8).
 const (
 	offXStateBV  = 512
 	offXCompBV   = 520
-	offYMMH      = 576  // AVX: 16 x 16 bytes
-	offBndReg    = 960  // MPX BNDREGS: 4 x 16 bytes
-	offBndCSR    = 1024 // MPX BNDCSR: 16 bytes used of 64
-	offOpmask    = 1088 // AVX-512 k0-k7: 8 x 8 bytes
-	offZMMHi256  = 1152 // AVX-512 upper halves of zmm0-15: 16 x 32 bytes
-	offHi16ZMM   = 1664 // AVX-512 zmm16-31: 16 x 64 bytes
-	offPKRU      = 2688 // PKRU: 8 bytes
 	legacySize   = 512
 	swReservedAt = 464 // fx_sw_bytes: kernel-owned, never taken from an image
+)
+
+// XSAVE component numbers.
+const (
+	compAVX     = 2
+	compBndReg  = 3
+	compBndCSR  = 4
+	compOpmask  = 5
+	compZMMHi   = 6
+	compHi16ZMM = 7
+	compPKRU    = 9
 )
 
 var le = binary.LittleEndian
 
 func u32s(b []byte, off, n int) []uint32 {
-	if off+4*n > len(b) {
+	if off < 0 || off+4*n > len(b) {
 		return nil
 	}
 	out := make([]uint32, n)
@@ -37,7 +43,7 @@ func u32s(b []byte, off, n int) []uint32 {
 }
 
 func u64s(b []byte, off, n int) []uint64 {
-	if off+8*n > len(b) {
+	if off < 0 || off+8*n > len(b) {
 		return nil
 	}
 	out := make([]uint64, n)
@@ -48,6 +54,9 @@ func u64s(b []byte, off, n int) []uint64 {
 }
 
 func put32s(b []byte, off int, v []uint32) {
+	if off < 0 {
+		return
+	}
 	for i, x := range v {
 		if off+4*i+4 > len(b) {
 			return
@@ -57,6 +66,9 @@ func put32s(b []byte, off int, v []uint32) {
 }
 
 func put64s(b []byte, off int, v []uint64) {
+	if off < 0 {
+		return
+	}
 	for i, x := range v {
 		if off+8*i+8 > len(b) {
 			return
@@ -86,13 +98,13 @@ func FPUToImage(x []byte) (*core_x86.UserX86FpregsEntry, error) {
 	if len(x) >= offXStateBV+64 {
 		xs := &core_x86.UserX86XsaveEntry{
 			XstateBv:    proto.Uint64(le.Uint64(x[offXStateBV:])),
-			YmmhSpace:   u32s(x, offYMMH, 64),
-			BndregState: u64s(x, offBndReg, 8),
-			BndcsrState: u64s(x, offBndCSR, 2),
-			OpmaskReg:   u64s(x, offOpmask, 8),
-			ZmmUpper:    u64s(x, offZMMHi256, 64),
-			Hi16Zmm:     u64s(x, offHi16ZMM, 128),
-			Pkru:        u32s(x, offPKRU, 2),
+			YmmhSpace:   u32s(x, componentOffset(compAVX), 64),
+			BndregState: u64s(x, componentOffset(compBndReg), 8),
+			BndcsrState: u64s(x, componentOffset(compBndCSR), 2),
+			OpmaskReg:   u64s(x, componentOffset(compOpmask), 8),
+			ZmmUpper:    u64s(x, componentOffset(compZMMHi), 64),
+			Hi16Zmm:     u64s(x, componentOffset(compHi16ZMM), 128),
+			Pkru:        u32s(x, componentOffset(compPKRU), 2),
 		}
 		e.Xsave = xs
 	}
@@ -129,12 +141,12 @@ func FPUFromImage(e *core_x86.UserX86FpregsEntry, base []byte) ([]byte, error) {
 	}
 	le.PutUint64(x[offXStateBV:], xs.GetXstateBv())
 	le.PutUint64(x[offXCompBV:], 0) // standard format
-	put32s(x, offYMMH, xs.GetYmmhSpace())
-	put64s(x, offBndReg, xs.GetBndregState())
-	put64s(x, offBndCSR, xs.GetBndcsrState())
-	put64s(x, offOpmask, xs.GetOpmaskReg())
-	put64s(x, offZMMHi256, xs.GetZmmUpper())
-	put64s(x, offHi16ZMM, xs.GetHi16Zmm())
-	put32s(x, offPKRU, xs.GetPkru())
+	put32s(x, componentOffset(compAVX), xs.GetYmmhSpace())
+	put64s(x, componentOffset(compBndReg), xs.GetBndregState())
+	put64s(x, componentOffset(compBndCSR), xs.GetBndcsrState())
+	put64s(x, componentOffset(compOpmask), xs.GetOpmaskReg())
+	put64s(x, componentOffset(compZMMHi), xs.GetZmmUpper())
+	put64s(x, componentOffset(compHi16ZMM), xs.GetHi16Zmm())
+	put32s(x, componentOffset(compPKRU), xs.GetPkru())
 	return x, nil
 }
