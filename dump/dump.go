@@ -118,7 +118,7 @@ func collect(ctx context.Context, t *compel.Task, opts Options, st *Stats, log *
 		}
 		return nil, fmt.Errorf("process %d has %d threads (thread %d): multi-threaded processes: %w", pid, len(tids), other, ErrUnsupported)
 	}
-	files := newFileTable(pid)
+	files := newFileTable(pid, &opts)
 	if err := files.collectFds(); err != nil {
 		return nil, err
 	}

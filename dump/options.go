@@ -14,7 +14,11 @@ type Options struct {
 	LeaveRunning bool // let the task continue after the dump instead of killing it
 	// ReapWait bounds how long a killing dump waits for the PID to disappear (the parent must reap it).
 	ReapWait time.Duration
-	Log      *zap.Logger
+	// TCPEstablished allows dumping established TCP connections (with TCP_REPAIR); without it they are refused.
+	TCPEstablished bool
+	// NetworkLock is how the tree's connections are kept quiet while dumped: "ebpf" (default) or "skip".
+	NetworkLock string
+	Log         *zap.Logger
 	// Progress, if set, is called from time to time with memory bytes written so far and the total.
 	Progress func(done, total uint64)
 }

@@ -130,9 +130,14 @@ func (r *result) write(st *Stats, frozen time.Time) error {
 			return fmt.Errorf("write %s: %w", w.name, err)
 		}
 	}
-	if len(r.files.pipes) > 0 {
-		if err := d.WritePipeData(r.files.pipes); err != nil {
-			return fmt.Errorf("write %s: %w", images.PipesDataName, err)
+	for _, e := range r.files.extra {
+		if err := d.Write(e.name, e.entries...); err != nil {
+			return fmt.Errorf("write %s: %w", e.name, err)
+		}
+	}
+	for _, w := range r.files.extraRaw {
+		if err := w(d); err != nil {
+			return err
 		}
 	}
 	st.FrozenTime = time.Since(frozen)

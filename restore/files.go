@@ -1,9 +1,7 @@
 package restore
 
 import (
-	"encoding/binary"
 	"fmt"
-	"os"
 	"sort"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -12,130 +10,75 @@ import (
 	"github.com/lazyr/lazyr/compel"
 )
 
+// fileRestore is the state of restoring one task's fds; fd kinds keep their own state in it.
+type fileRestore struct {
+	opts   *Options
+	t      *compel.Task
+	p      *plan
+	park   uint64            // next parking fd number
+	parked map[uint32]uint64 // file id -> parking fd
+	pipes  map[uint32]*pipeState
+}
+
+// fdOpener restores one kind of file: it creates the file inside the task and returns the task's fd (any
+// number: it is parked and later dup3()ed to the dumped numbers). Each kind lives in its own fd_*.go file.
+type fdOpener interface {
+	open(rf *fileRestore, f *fdinfo.FileEntry) (uint64, error)
+}
+
+// lateOpener is an fdOpener that runs after every other fd has its dumped number (an epoll instance
+// needs the fds it watches).
+type lateOpener interface {
+	late() bool
+}
+
+var fdOpeners = map[fdinfo.FdTypes]fdOpener{}
+
+func registerFdOpener(t fdinfo.FdTypes, o fdOpener) { fdOpeners[t] = o }
+
 // restoreFiles recreates the task's file descriptors. Each open file is created once, parked on a high fd
 // number (so that creating the next one cannot take a number that is still needed), then dup3()ed to
 // every fd that refers to it, and the parking fds are closed.
-func restoreFiles(t *compel.Task, p *plan) error {
+func restoreFiles(t *compel.Task, p *plan, opts *Options) error {
 	maxFd := uint32(0)
 	for _, fd := range p.fds {
 		if fd.GetFd() > maxFd {
 			maxFd = fd.GetFd()
 		}
 	}
-	park := uint64(maxFd) + 1
-	parked := map[uint32]uint64{} // file id -> parking fd
-	parkFd := func(fd uint64, id uint32) error {
-		if _, err := t.Syscall(unix.SYS_DUP3, fd, park, 0); err != nil {
-			return fmt.Errorf("park fd: %w", err)
-		}
-		if _, err := t.Syscall(unix.SYS_CLOSE, fd); err != nil {
-			return err
-		}
-		parked[id] = park
-		park++
-		return nil
-	}
-	// Pipes: one pipe2() per pipe id, its two ends going to the first read and write file of that pipe.
-	type pipeFiles struct{ r, w []*fdinfo.FileEntry }
-	pipes := map[uint32]*pipeFiles{}
+	rf := &fileRestore{opts: opts, t: t, p: p, park: uint64(maxFd) + 1, parked: map[uint32]uint64{}}
 	var ids []uint32
-	for id := range p.files {
-		ids = append(ids, id)
+	seen := map[uint32]bool{}
+	for _, fd := range p.fds {
+		if !seen[fd.GetId()] {
+			seen[fd.GetId()] = true
+			ids = append(ids, fd.GetId())
+		}
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	used := map[uint32]bool{}
-	for _, fd := range p.fds {
-		used[fd.GetId()] = true
-	}
-	for _, id := range ids {
-		f := p.files[id]
-		if !used[id] {
-			continue // mapped files, cwd, root, exe: not open fds
-		}
-		switch f.GetType() {
-		case fdinfo.FdTypes_PIPE:
-			pe := f.GetPipe()
-			pf := pipes[pe.GetPipeId()]
-			if pf == nil {
-				pf = &pipeFiles{}
-				pipes[pe.GetPipeId()] = pf
+	for _, late := range []bool{false, true} {
+		for _, id := range ids {
+			f := p.files[id]
+			o := fdOpeners[f.GetType()]
+			if o == nil {
+				return fmt.Errorf("file id %d of type %v: %w", id, f.GetType(), ErrUnsupported)
 			}
-			if pe.GetFlags()&unix.O_ACCMODE == unix.O_WRONLY {
-				pf.w = append(pf.w, f)
-			} else {
-				pf.r = append(pf.r, f)
+			if lo, ok := o.(lateOpener); (ok && lo.late()) != late {
+				continue
 			}
-		case fdinfo.FdTypes_REG:
-			fd, err := openRegular(t, f)
+			fd, err := o.open(rf, f)
 			if err != nil {
+				return fmt.Errorf("file id %d (%v): %w", id, f.GetType(), err)
+			}
+			if err := rf.parkFd(fd, id); err != nil {
 				return err
 			}
-			if err := parkFd(fd, id); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("file id %d of type %v: %w", id, f.GetType(), ErrUnsupported)
 		}
-	}
-	var pipeIDs []uint32
-	for id := range pipes {
-		pipeIDs = append(pipeIDs, id)
-	}
-	sort.Slice(pipeIDs, func(i, j int) bool { return pipeIDs[i] < pipeIDs[j] })
-	for _, pipeID := range pipeIDs {
-		pf := pipes[pipeID]
-		addr, _ := t.Scratch()
-		if _, err := t.Syscall(unix.SYS_PIPE2, addr, 0); err != nil {
-			return fmt.Errorf("pipe2: %w", err)
-		}
-		b, err := t.ReadScratch(0, 8)
-		if err != nil {
+		if err := rf.install(late); err != nil {
 			return err
 		}
-		rfd, wfd := uint64(binary.LittleEndian.Uint32(b)), uint64(binary.LittleEndian.Uint32(b[4:]))
-		if data := p.pipes[pipeID]; len(data) > 0 {
-			if err := fillPipe(t.Pid, wfd, data); err != nil {
-				return fmt.Errorf("pipe:[%d] data: %w", pipeID, err)
-			}
-		}
-		for end, files := range [][]*fdinfo.FileEntry{pf.r, pf.w} {
-			base := rfd
-			if end == 1 {
-				base = wfd
-			}
-			for i, f := range files {
-				fd := base
-				if i > 0 {
-					// Another open file description of the same pipe end: reopen it through /proc.
-					var err error
-					if fd, err = openInTask(t, fmt.Sprintf("/proc/self/fd/%d", base), f.GetPipe().GetFlags()); err != nil {
-						return err
-					}
-				}
-				if err := setFileFlags(t, fd, f.GetPipe().GetFlags()); err != nil {
-					return err
-				}
-				if err := parkFd(fd, f.GetId()); err != nil {
-					return err
-				}
-			}
-			if len(files) == 0 {
-				if _, err := t.Syscall(unix.SYS_CLOSE, base); err != nil {
-					return err
-				}
-			}
-		}
 	}
-	for _, fd := range p.fds {
-		flags := uint64(0)
-		if fd.GetFlags()&unix.FD_CLOEXEC != 0 {
-			flags = unix.O_CLOEXEC
-		}
-		if _, err := t.Syscall(unix.SYS_DUP3, parked[fd.GetId()], uint64(fd.GetFd()), flags); err != nil {
-			return fmt.Errorf("fd %d: dup3: %w", fd.GetFd(), err)
-		}
-	}
-	for _, pfd := range parked {
+	for _, pfd := range rf.parked {
 		if _, err := t.Syscall(unix.SYS_CLOSE, pfd); err != nil {
 			return err
 		}
@@ -143,8 +86,43 @@ func restoreFiles(t *compel.Task, p *plan) error {
 	return nil
 }
 
-// openRegular opens a regular file (or an allowed device or directory) at its dumped position.
-func openRegular(t *compel.Task, f *fdinfo.FileEntry) (uint64, error) {
+func (rf *fileRestore) parkFd(fd uint64, id uint32) error {
+	if _, err := rf.t.Syscall(unix.SYS_DUP3, fd, rf.park, 0); err != nil {
+		return fmt.Errorf("park fd: %w", err)
+	}
+	if _, err := rf.t.Syscall(unix.SYS_CLOSE, fd); err != nil {
+		return err
+	}
+	rf.parked[id] = rf.park
+	rf.park++
+	return nil
+}
+
+// install dup3()s the parked files of one phase to their dumped fd numbers.
+func (rf *fileRestore) install(late bool) error {
+	for _, fd := range rf.p.fds {
+		o := fdOpeners[rf.p.files[fd.GetId()].GetType()]
+		if lo, ok := o.(lateOpener); (ok && lo.late()) != late {
+			continue
+		}
+		flags := uint64(0)
+		if fd.GetFlags()&unix.FD_CLOEXEC != 0 {
+			flags = unix.O_CLOEXEC
+		}
+		if _, err := rf.t.Syscall(unix.SYS_DUP3, rf.parked[fd.GetId()], uint64(fd.GetFd()), flags); err != nil {
+			return fmt.Errorf("fd %d: dup3: %w", fd.GetFd(), err)
+		}
+	}
+	return nil
+}
+
+// regOpener opens regular files, directories and stateless devices by path, at their dumped position.
+type regOpener struct{}
+
+func init() { registerFdOpener(fdinfo.FdTypes_REG, regOpener{}) }
+
+func (regOpener) open(rf *fileRestore, f *fdinfo.FileEntry) (uint64, error) {
+	t := rf.t
 	r := f.GetReg()
 	var st unix.Stat_t
 	if err := unix.Stat(r.GetName(), &st); err != nil {
@@ -172,24 +150,6 @@ func setFileFlags(t *compel.Task, fd uint64, flags uint32) error {
 	}
 	if _, err := t.Syscall(unix.SYS_FCNTL, fd, unix.F_SETFL, uint64(fl)); err != nil {
 		return fmt.Errorf("fcntl(F_SETFL): %w", err)
-	}
-	return nil
-}
-
-// fillPipe writes the saved bytes into the task's pipe from outside, through /proc/PID/fd.
-func fillPipe(pid int, wfd uint64, data []byte) error {
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", pid, wfd), os.O_WRONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if len(data) > 64<<10 {
-		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, len(data)); err != nil {
-			return fmt.Errorf("grow pipe to %d bytes: %w", len(data), err)
-		}
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
 	}
 	return nil
 }

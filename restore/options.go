@@ -15,7 +15,11 @@ type Options struct {
 	// not restored (its parent, lazyr, is about to exit).
 	Detached  bool
 	LazyPages bool // register private anonymous memory with userfaultfd and hand it to the lazy-pages daemon
-	Log       *zap.Logger
+	// TCPEstablished restores established TCP connections recorded by a dump with TCPEstablished.
+	TCPEstablished bool
+	// NetworkLock: "ebpf" (default) or "skip", as for the dump.
+	NetworkLock string
+	Log         *zap.Logger
 	// Progress, if set, is called from time to time with memory bytes restored so far and the total.
 	Progress func(done, total uint64)
 }

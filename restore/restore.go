@@ -140,7 +140,7 @@ func build(ctx context.Context, t *compel.Task, p *plan, opts Options, lazy *laz
 	if err := as.setMM(); err != nil {
 		return err
 	}
-	if err := restoreFiles(t, p); err != nil {
+	if err := restoreFiles(t, p, &opts); err != nil {
 		return err
 	}
 	if err := restoreFS(t, p); err != nil {
