@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/lazyr/lazyr/lazypages"
 )
 
 type command struct {
@@ -16,10 +18,11 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"dump":    {"checkpoint a running process into an image directory", runDump},
-	"restore": {"restore a process from an image directory", runRestore},
-	"show":    {"print images as JSON, or a summary of an image directory", runShow},
-	"check":   {"check the kernel features lazyr needs", runCheck},
+	"dump":       {"checkpoint a running process into an image directory", runDump},
+	"restore":    {"restore a process from an image directory", runRestore},
+	"show":       {"print images as JSON, or a summary of an image directory", runShow},
+	"check":      {"check the kernel features lazyr needs", runCheck},
+	"lazy-pages": {"serve the memory of lazily restored processes (daemon)", runLazyPages},
 }
 
 func usage() {
@@ -60,5 +63,8 @@ func main() {
 
 // hiddenCommand runs internal helper modes (re-executions of lazyr itself); true if it handled one.
 func hiddenCommand(name string) bool {
+	if lazypages.IsGuard(os.Args) {
+		os.Exit(lazypages.GuardMain())
+	}
 	return false
 }
