@@ -28,6 +28,7 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
+	log.Debug("images read", zap.Duration("elapsed", time.Since(start)))
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.pid)); err == nil {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.pid))
 		return nil, fmt.Errorf("pid %d is in use (by %q): %w", p.pid, string(trimNL(comm)), ErrPidInUse)
@@ -118,12 +119,14 @@ func build(ctx context.Context, t *compel.Task, p *plan, opts Options, lazy *laz
 		v := p.vmaAt(e.Vaddr)
 		return lazy != nil && e.Flags&images.PELazy != 0 && v != nil && isLazyVMA(v)
 	}
+	log.Debug("mappings created", zap.Duration("memory_start", time.Since(memStart)))
 	if lazy != nil {
 		n, err := lazy.register(t, p, isLazyVMA)
 		if err != nil {
 			return err
 		}
 		st.PagesLazy = n
+		log.Debug("lazy memory handed to the daemon", zap.Duration("elapsed", time.Since(memStart)))
 	}
 	n, err := fillEager(t, p, skip, opts.Progress)
 	if err != nil {
@@ -131,6 +134,7 @@ func build(ctx context.Context, t *compel.Task, p *plan, opts Options, lazy *laz
 	}
 	st.PagesRestored = n
 	st.MemoryTime = time.Since(memStart)
+	log.Debug("memory filled", zap.Duration("elapsed", st.MemoryTime))
 	if err := as.closeFiles(); err != nil {
 		return err
 	}
@@ -169,6 +173,7 @@ func build(ctx context.Context, t *compel.Task, p *plan, opts Options, lazy *laz
 			return err
 		}
 	}
+	log.Debug("task state restored", zap.Duration("elapsed", time.Since(memStart)))
 	return finish(t, p, as.restorer)
 }
 

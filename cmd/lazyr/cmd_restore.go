@@ -51,6 +51,8 @@ func runRestore(ctx context.Context, args []string) int {
 	log.Info("restored",
 		zap.Int("pid", res.Pid),
 		zap.Duration("restore_time", res.Stats.RestoreTime),
+		zap.Duration("forking_time", res.Stats.ForkingTime),
+		zap.Duration("memory_time", res.Stats.MemoryTime),
 		zap.Uint64("pages_restored", res.Stats.PagesRestored),
 		zap.Uint64("pages_lazy", res.Stats.PagesLazy),
 	)

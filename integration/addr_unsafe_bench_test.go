@@ -1,0 +1,7 @@
+//go:build bench
+
+package integration
+
+import "unsafe"
+
+func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }
