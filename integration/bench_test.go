@@ -32,7 +32,9 @@ type benchRow struct {
 
 type benchTable struct{ rows []benchRow }
 
-func (b *benchTable) add(name, value string) { b.rows = append(b.rows, benchRow{name: name, value: value}) }
+func (b *benchTable) add(name, value string) {
+	b.rows = append(b.rows, benchRow{name: name, value: value})
+}
 
 func (b *benchTable) check(name, value, target string, ok bool) {
 	b.rows = append(b.rows, benchRow{name: name, value: value, target: target, ok: &ok})
