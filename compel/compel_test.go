@@ -138,3 +138,50 @@ func TestWrongThread(t *testing.T) {
 		t.Fatalf("Seize outside Do: %v, want ErrWrongThread", err)
 	}
 }
+
+func TestBatch(t *testing.T) {
+	requireRoot(t)
+	tr := NewTracer()
+	err := tr.Do(func() error {
+		stub, err := tr.StartStub()
+		if err != nil {
+			return err
+		}
+		defer stub.Kill()
+		// Executor in the stub's own (RWX) scratch: code at the start, table after it.
+		s, n := stub.Scratch()
+		if err := stub.InstallBatch(s, s+4096, n-4096); err != nil {
+			return err
+		}
+		calls := []Call{NewCall(unix.SYS_GETPID), NewCall(unix.SYS_GETPPID), NewCall(unix.SYS_CLOSE, 999), NewCall(unix.SYS_GETPID)}
+		err = stub.Batch(calls)
+		var se *SyscallError
+		if !errors.As(err, &se) || se.Index != 2 || !errors.Is(err, unix.EBADF) {
+			t.Fatalf("batch error = %v, want EBADF at index 2", err)
+		}
+		if int(calls[0].Ret) != stub.Pid || int(calls[1].Ret) != os.Getpid() {
+			t.Errorf("results %d %d, want %d %d", calls[0].Ret, calls[1].Ret, stub.Pid, os.Getpid())
+		}
+		many := make([]Call, 3000) // more than one table's worth
+		for i := range many {
+			many[i] = NewCall(unix.SYS_GETPID)
+		}
+		if err := stub.Batch(many); err != nil {
+			return err
+		}
+		for _, c := range many {
+			if int(c.Ret) != stub.Pid {
+				t.Fatalf("batched getpid = %d", c.Ret)
+			}
+		}
+		// Single injections still work afterwards.
+		got, err := stub.Syscall(unix.SYS_GETPID)
+		if err != nil || int(got) != stub.Pid {
+			t.Fatalf("getpid after batch: %d %v", got, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -76,6 +76,7 @@ func vdsoRange(pid int) (uint64, uint64, error) {
 type SyscallError struct {
 	Nr    uintptr
 	Errno unix.Errno
+	Index int // position in a Batch
 }
 
 func (e *SyscallError) Error() string {

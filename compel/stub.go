@@ -147,7 +147,8 @@ func (t *Task) CloneWithPid(pid int, flags uint64) (*Task, error) {
 	if child != pid {
 		return nil, fmt.Errorf("clone3 created pid %d, wanted %d", child, pid)
 	}
-	c := &Task{Pid: child, tr: t.tr, gadget: t.gadget, scratch: t.scratch, scratchLen: t.scratchLen}
+	c := &Task{Pid: child, tr: t.tr, gadget: t.gadget, scratch: t.scratch, scratchLen: t.scratchLen,
+		batchCode: t.batchCode, batchTable: t.batchTable, batchTableSize: t.batchTableSize}
 	// An auto-attached child starts with a stop of its own (SIGSTOP or PTRACE_EVENT_STOP).
 	if _, err := c.waitStop(); err != nil {
 		return nil, fmt.Errorf("new task %d: %w", child, err)

@@ -27,6 +27,8 @@ type Task struct {
 	// scratch is a writable area inside the task for injected syscalls' in/out arguments.
 	scratch    uint64
 	scratchLen uint64
+	// batch executor (see batch.go)
+	batchCode, batchTable, batchTableSize uint64
 }
 
 // Options applied to every seized or auto-attached task: die with the tracer, report forks, and

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -13,9 +14,14 @@ import (
 	"github.com/lazyr/lazyr/internal/procfs"
 )
 
+// The restorer area: a page of code (the syscall gadget at its start, compel's batch executor at
+// restorerBatch), then scratch memory for syscall arguments, whose last restorerTable bytes hold batch
+// tables.
 const (
 	restorerCode    = images.PageSize
+	restorerBatch   = 64
 	restorerScratch = 1 << 20
+	restorerTable   = 128 << 10
 	restorerSize    = restorerCode + restorerScratch
 	// mmapMinAddr: never place anything below the usual vm.mmap_min_addr.
 	mmapMinAddr = 0x10000
@@ -90,8 +96,8 @@ func (as *addressSpace) setupRestorer() error {
 	}
 	as.restorer = addr
 	as.t.SetGadget(addr)
-	as.t.SetScratch(addr+restorerCode, restorerScratch)
-	return nil
+	as.t.SetScratch(addr+restorerCode, restorerScratch-restorerTable)
+	return as.t.InstallBatch(addr+restorerBatch, addr+restorerCode+restorerScratch-restorerTable, restorerTable)
 }
 
 func isSpecial(path string) bool {
@@ -105,10 +111,9 @@ func (as *addressSpace) clearStub() error {
 	if err != nil {
 		return err
 	}
+	var calls []compel.Call
 	for _, fd := range fds {
-		if _, err := as.t.Syscall(unix.SYS_CLOSE, uint64(fd.Num)); err != nil {
-			return fmt.Errorf("close inherited fd %d: %w", fd.Num, err)
-		}
+		calls = append(calls, compel.NewCall(unix.SYS_CLOSE, uint64(fd.Num)))
 	}
 	cur, err := procfs.Maps(as.t.Pid)
 	if err != nil {
@@ -118,9 +123,10 @@ func (as *addressSpace) clearStub() error {
 		if isSpecial(m.Path) || (m.Start >= as.restorer && m.End <= as.restorer+restorerSize) {
 			continue
 		}
-		if _, err := as.t.Syscall(unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
-			return fmt.Errorf("unmap stub mapping %#x-%#x: %w", m.Start, m.End, err)
-		}
+		calls = append(calls, compel.NewCall(unix.SYS_MUNMAP, m.Start, m.End-m.Start))
+	}
+	if err := as.t.Batch(calls); err != nil {
+		return fmt.Errorf("clear the stub's fds and mappings: %w", err)
 	}
 	return nil
 }
@@ -207,10 +213,54 @@ func openInTask(t *compel.Task, path string, flags uint32) (uint64, error) {
 }
 
 // mapAll creates every dumped mapping (but the vDSO areas) at its address. Private mappings that get pages
-// written into them are mapped writable first and get their final protection in protectAll.
+// written into them are mapped writable first and get their final protection in protectAll. Files are
+// opened in one batch, the mappings made in a second one.
 func (as *addressSpace) mapAll(hasPages func(v *vma.VmaEntry) bool) error {
 	as.fileFds = map[string]uint64{}
 	as.mappedProt = map[uint64]uint32{}
+	// Phase 1: open every mapped file once.
+	var opens []compel.Call
+	var keys, order []string // file names for messages, fileFds keys
+	var buf []byte
+	scratch, size := as.t.Scratch()
+	for _, v := range as.p.vmas {
+		if v.GetStatus()&(images.VMAFilePrivate|images.VMAFileShared) == 0 {
+			continue
+		}
+		path := as.p.path(uint32(v.GetShmid()))
+		oflags := v.GetFdflags()
+		key := fmt.Sprintf("%s\x00%d", path, oflags)
+		if _, ok := as.fileFds[key]; ok {
+			continue
+		}
+		as.fileFds[key] = 0
+		if uint64(len(buf)+len(path)+1) > size {
+			return fmt.Errorf("mapped file names do not fit in %d bytes of scratch", size)
+		}
+		opens = append(opens, compel.NewCall(unix.SYS_OPENAT, uint64(atFdcwd), scratch+uint64(len(buf)),
+			uint64((oflags&^(unix.O_CREAT|unix.O_TRUNC|unix.O_EXCL))|unix.O_CLOEXEC)))
+		keys = append(keys, path)
+		order = append(order, key)
+		buf = append(append(buf, path...), 0)
+	}
+	if len(opens) > 0 {
+		if _, err := as.t.WriteScratch(0, buf); err != nil {
+			return err
+		}
+		if err := as.t.Batch(opens); err != nil {
+			var se *compel.SyscallError
+			if errors.As(err, &se) {
+				return fmt.Errorf("open mapped file %s: %w", keys[se.Index], err)
+			}
+			return err
+		}
+		for i, key := range order {
+			as.fileFds[key] = opens[i].Ret
+		}
+	}
+	// Phase 2: the mappings.
+	var maps []compel.Call
+	var mapped []*vma.VmaEntry
 	for _, v := range as.p.vmas {
 		st := v.GetStatus()
 		if st&(images.VMAAreaVDSO|images.VMAAreaVVAR|images.VMAAreaVsyscall) != 0 {
@@ -224,28 +274,25 @@ func (as *addressSpace) mapAll(hasPages func(v *vma.VmaEntry) bool) error {
 		if p, ok := as.mappedProt[v.GetStart()]; ok {
 			mprot = p
 		}
-		flags := uint64(v.GetFlags()) | unix.MAP_FIXED
 		fd := ^uint64(0)
 		if st&(images.VMAFilePrivate|images.VMAFileShared) != 0 {
-			path := as.p.path(uint32(v.GetShmid()))
-			oflags := v.GetFdflags()
-			key := fmt.Sprintf("%s\x00%d", path, oflags)
-			f, ok := as.fileFds[key]
-			if !ok {
-				var err error
-				if f, err = openInTask(as.t, path, oflags); err != nil {
-					return fmt.Errorf("mapping %#x-%#x: %w", v.GetStart(), v.GetEnd(), err)
-				}
-				as.fileFds[key] = f
-			}
-			fd = f
+			fd = as.fileFds[fmt.Sprintf("%s\x00%d", as.p.path(uint32(v.GetShmid())), v.GetFdflags())]
 		}
-		got, err := as.t.Syscall(unix.SYS_MMAP, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(mprot), flags, fd, v.GetPgoff())
-		if err != nil {
+		maps = append(maps, compel.NewCall(unix.SYS_MMAP, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(mprot),
+			uint64(v.GetFlags())|unix.MAP_FIXED, fd, v.GetPgoff()))
+		mapped = append(mapped, v)
+	}
+	if err := as.t.Batch(maps); err != nil {
+		var se *compel.SyscallError
+		if errors.As(err, &se) {
+			v := mapped[se.Index]
 			return fmt.Errorf("map %#x-%#x: %w", v.GetStart(), v.GetEnd(), err)
 		}
-		if got != v.GetStart() {
-			return fmt.Errorf("mapping %#x landed at %#x", v.GetStart(), got)
+		return err
+	}
+	for i, c := range maps {
+		if c.Ret != mapped[i].GetStart() {
+			return fmt.Errorf("mapping %#x landed at %#x", mapped[i].GetStart(), c.Ret)
 		}
 	}
 	return nil
@@ -253,32 +300,40 @@ func (as *addressSpace) mapAll(hasPages func(v *vma.VmaEntry) bool) error {
 
 // closeFiles closes the fds opened for file mappings.
 func (as *addressSpace) closeFiles() error {
+	var calls []compel.Call
 	for _, fd := range as.fileFds {
-		if _, err := as.t.Syscall(unix.SYS_CLOSE, fd); err != nil {
-			return fmt.Errorf("close mapping fd: %w", err)
-		}
+		calls = append(calls, compel.NewCall(unix.SYS_CLOSE, fd))
 	}
 	as.fileFds = nil
+	if err := as.t.Batch(calls); err != nil {
+		return fmt.Errorf("close mapping fds: %w", err)
+	}
 	return nil
 }
 
 // protectAll gives mappings mapped writable for filling their final protection, and replays madvise bits.
 func (as *addressSpace) protectAll() error {
+	var calls []compel.Call
+	var what []string
 	for _, v := range as.p.vmas {
 		if _, ok := as.mappedProt[v.GetStart()]; ok {
-			if _, err := as.t.Syscall(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt())); err != nil {
-				return fmt.Errorf("mprotect %#x-%#x: %w", v.GetStart(), v.GetEnd(), err)
-			}
+			calls = append(calls, compel.NewCall(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt())))
+			what = append(what, fmt.Sprintf("mprotect %#x-%#x", v.GetStart(), v.GetEnd()))
 		}
 		madv := v.GetMadv()
 		for bit := uint64(0); madv != 0 && bit < 64; bit++ {
-			if madv&(1<<bit) == 0 {
-				continue
-			}
-			if _, err := as.t.Syscall(unix.SYS_MADVISE, v.GetStart(), v.GetEnd()-v.GetStart(), bit); err != nil {
-				return fmt.Errorf("madvise(%d) %#x-%#x: %w", bit, v.GetStart(), v.GetEnd(), err)
+			if madv&(1<<bit) != 0 {
+				calls = append(calls, compel.NewCall(unix.SYS_MADVISE, v.GetStart(), v.GetEnd()-v.GetStart(), bit))
+				what = append(what, fmt.Sprintf("madvise(%d) %#x-%#x", bit, v.GetStart(), v.GetEnd()))
 			}
 		}
+	}
+	if err := as.t.Batch(calls); err != nil {
+		var se *compel.SyscallError
+		if errors.As(err, &se) {
+			return fmt.Errorf("%s: %w", what[se.Index], err)
+		}
+		return err
 	}
 	return nil
 }

@@ -54,18 +54,28 @@ func restoreIdentity(t *compel.Task, p *plan, log *zap.Logger) error {
 
 // restoreSignals installs the signal handlers and the alternate signal stack.
 func restoreSignals(t *compel.Task, p *plan) error {
+	// Default dispositions are set too: the stub inherits ignored signals from lazyr's own parent.
+	var structs []byte
+	var calls []compel.Call
+	scratch, _ := t.Scratch()
 	for i, sa := range p.core.GetTc().GetSigactions() {
 		sig := uint64(i + 1)
 		if sig == uint64(unix.SIGKILL) || sig == uint64(unix.SIGSTOP) {
 			continue
 		}
-		// Default dispositions are set too: the stub inherits ignored signals from lazyr's own parent.
-		addr, err := t.WriteScratch(0, le64(sa.GetSigaction(), sa.GetFlags(), sa.GetRestorer(), sa.GetMask()))
-		if err != nil {
+		calls = append(calls, compel.NewCall(unix.SYS_RT_SIGACTION, sig, scratch+uint64(len(structs)), 0, 8))
+		structs = append(structs, le64(sa.GetSigaction(), sa.GetFlags(), sa.GetRestorer(), sa.GetMask())...)
+	}
+	if len(calls) > 0 {
+		if _, err := t.WriteScratch(0, structs); err != nil {
 			return err
 		}
-		if _, err := t.Syscall(unix.SYS_RT_SIGACTION, sig, addr, 0, 8); err != nil {
-			return fmt.Errorf("sigaction %d: %w", sig, err)
+		if err := t.Batch(calls); err != nil {
+			var se *compel.SyscallError
+			if errors.As(err, &se) {
+				return fmt.Errorf("sigaction %d: %w", calls[se.Index].Args[0], err)
+			}
+			return err
 		}
 	}
 	sas := p.core.GetThreadCore().GetSas()
@@ -86,18 +96,28 @@ func restoreSignals(t *compel.Task, p *plan) error {
 // restoreLimits sets the rlimits. The task may lower a hard limit but not raise it (lazyr has no
 // CAP_SYS_RESOURCE on every machine): such a limit is kept as it is and reported.
 func restoreLimits(t *compel.Task, p *plan, log *zap.Logger) error {
+	var structs []byte
+	var calls []compel.Call
+	scratch, _ := t.Scratch()
 	for res, rl := range p.core.GetTc().GetRlimits().GetRlimits() {
-		addr, err := t.WriteScratch(0, le64(rl.GetCur(), rl.GetMax()))
-		if err != nil {
-			return err
+		calls = append(calls, compel.NewCall(unix.SYS_PRLIMIT64, 0, uint64(res), scratch+uint64(len(structs)), 0))
+		structs = append(structs, le64(rl.GetCur(), rl.GetMax())...)
+	}
+	if _, err := t.WriteScratch(0, structs); err != nil {
+		return err
+	}
+	for len(calls) > 0 {
+		err := t.Batch(calls)
+		if err == nil {
+			return nil
 		}
-		if _, err := t.Syscall(unix.SYS_PRLIMIT64, 0, uint64(res), addr, 0); err != nil {
-			if errors.Is(err, unix.EPERM) {
-				log.Warn("cannot raise a hard rlimit to its dumped value", zap.Int("resource", res), zap.Uint64("max", rl.GetMax()))
-				continue
-			}
-			return fmt.Errorf("prlimit %d: %w", res, err)
+		var se *compel.SyscallError
+		if !errors.As(err, &se) || !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("prlimit: %w", err)
 		}
+		res := calls[se.Index].Args[1]
+		log.Warn("cannot raise a hard rlimit to its dumped value", zap.Uint64("resource", res))
+		calls = calls[se.Index+1:]
 	}
 	return nil
 }
