@@ -13,7 +13,30 @@ import (
 	"github.com/lazyr/lazyr/uffd"
 )
 
-const fillChunk = 4 << 20
+const (
+	fillChunk = 4 << 20
+	// smallFill: below this (a lazy restore's stack pages, say) setting up a userfaultfd costs more than
+	// it saves; the pages go in with process_vm_writev.
+	smallFill = 1 << 20
+)
+
+func fillSmall(t *compel.Task, p *plan, pages *images.Pages, skip func(images.Extent) bool) (uint64, error) {
+	var n uint64
+	for _, e := range p.pagemap.Extents {
+		if skip(e) || !e.Present() {
+			continue
+		}
+		buf := make([]byte, e.NrPages*images.PageSize)
+		if err := pages.ReadAt(buf, e.Vaddr); err != nil {
+			return n, fmt.Errorf("read pages at %#x: %w", e.Vaddr, err)
+		}
+		if err := t.WriteMem(e.Vaddr, buf); err != nil {
+			return n, err
+		}
+		n += e.NrPages
+	}
+	return n, nil
+}
 
 // filler copies the image's pages into the task.
 //
@@ -49,6 +72,9 @@ func fillEager(t *compel.Task, p *plan, skip func(images.Extent) bool, progress 
 		return 0, err
 	}
 	defer pages.Close()
+	if total <= smallFill {
+		return fillSmall(t, p, pages, skip)
+	}
 	st, err := pages.File().Stat()
 	if err != nil {
 		return 0, err
