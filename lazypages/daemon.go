@@ -1,0 +1,309 @@
+package lazypages
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/lazyr/lazyr/uffd"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure Serve.
+type Options struct {
+	ImagesDir string // where pagemap-PID.img and pages-ID.img are (for the default source)
+	WorkDir   string // where the socket lives
+	// Source supplies the pages; nil means the local images in ImagesDir
+	// (NewImageSource), which Serve then also closes. A given Source is
+	// left open.
+	Source PageSource
+	// Prefetch copies the remaining pages in the background whenever no
+	// fault is pending.
+	Prefetch bool
+	// QuietPeriod is how long faults must be quiet before a prefetch step
+	// (0: prefetch interleaves with faults, which are always served first).
+	QuietPeriod time.Duration
+	// Ready is called once the socket listens (the CLI then writes
+	// --status-fd / --pidfile).
+	Ready func()
+	// GuardExe is the executable run as the guard with GuardArg as its
+	// first argument; "" means /proc/self/exe. Its main must call
+	// GuardMain when it sees GuardArg.
+	GuardExe string
+}
+
+// Tuning. The window and chunk sizes follow the costs measured on this
+// machine (DESIGN.md): 4 KiB per fault ~25 µs/page, 64 KiB ~12 µs/page,
+// bulk copies ~2.4 GB/s; a 4 MiB prefetch chunk delays a fault by ~2 ms.
+const (
+	faultWindowPages  = 16 // 64 KiB around a fault, aligned, same area
+	prefetchMinChunk  = 64 << 10
+	prefetchMaxChunk  = 4 << 20
+	probeInterval     = 250 * time.Millisecond
+	matchMaxBackoff   = 100 * time.Millisecond
+	eagainGiveUp      = 10 * time.Second
+	guardStartTimeout = 10 * time.Second
+	guardExitTimeout  = 5 * time.Second
+	maxMsgsPerRead    = 64
+)
+
+// requiredFeatures must be enabled on every registered uffd: without them
+// a fork, mremap or madvise in the restored process would silently leave
+// it with zero or stale memory (the kernel drops the registration of a
+// forked child or a moved VMA when the event is not enabled).
+const requiredFeatures = uffd.FeatureEventFork | uffd.FeatureEventRemap | uffd.FeatureEventRemove | uffd.FeatureEventUnmap
+
+// RequiredFeatures is what restore must pass to uffd.FD.API before
+// registering lazy ranges and handing the fd over.
+const RequiredFeatures = requiredFeatures
+
+type daemon struct {
+	opts      Options
+	src       PageSource
+	ownSrc    bool
+	ep        int
+	watches   map[uint64]*watch // by epoll token
+	tokens    map[int]uint64    // fd -> token
+	nextToken uint64
+	listenFd  int
+	sockPath  string
+	cancelFd  int
+	stopCtx   chan struct{}
+	ctxDone   chan struct{}
+	guard     *guardLink
+
+	conns     map[int]*conn
+	procs     map[uint64]*process
+	order     []*process // registration order, for round-robin prefetch
+	rr        int
+	unmatched []*process // forked children whose pid is not known yet
+	nextID    uint64
+	done      bool // a client sent Done
+	fatal     error
+
+	buf  []byte
+	rbuf []byte
+	oob  []byte
+	msgs []uffd.Msg
+
+	chunk     uint64
+	lastFault time.Time
+	matchAt   time.Time
+	matchWait time.Duration
+	probeAt   time.Time
+	firstReg  time.Time
+	allInAt   time.Time
+
+	stats Stats
+	lat   latencyHist
+}
+
+// Serve runs the lazy-pages daemon until a client said Done and every
+// registered process has all its pages or is gone. On an unrecoverable
+// error (page source failure, the guard dying, the restore aborting,
+// ctx cancelled) it kills every process still depending on it and returns
+// the error. Stats are returned in both cases.
+func Serve(ctx context.Context, opts Options) (*Stats, error) {
+	d, err := newDaemon(opts)
+	if err != nil {
+		return &Stats{}, err
+	}
+	err = d.run(ctx)
+	d.close()
+	st := d.stats
+	st.FaultLatencyP50 = d.lat.quantile(0.50)
+	st.FaultLatencyP99 = d.lat.quantile(0.99)
+	st.FaultLatencyMax = time.Duration(d.lat.max)
+	if !d.allInAt.IsZero() {
+		st.AllPagesIn = d.allInAt.Sub(d.firstReg)
+	}
+	return &st, err
+}
+
+func newDaemon(opts Options) (*daemon, error) {
+	if opts.WorkDir == "" {
+		return nil, fmt.Errorf("lazy-pages: no work dir: %w", unix.EINVAL)
+	}
+	d := &daemon{
+		opts: opts, ep: -1, listenFd: -1, cancelFd: -1,
+		watches: map[uint64]*watch{}, tokens: map[int]uint64{}, conns: map[int]*conn{}, procs: map[uint64]*process{},
+		buf: make([]byte, prefetchMaxChunk), rbuf: make([]byte, maxMsgSize), oob: oobSpace(),
+		msgs: make([]uffd.Msg, maxMsgsPerRead), chunk: prefetchMinChunk,
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			d.close()
+		}
+	}()
+	var err error
+	d.src = opts.Source
+	if d.src == nil {
+		if d.src, err = NewImageSource(opts.ImagesDir); err != nil {
+			return nil, err
+		}
+		d.ownSrc = true
+	}
+	if d.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	if d.cancelFd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err = d.watchFd(d.cancelFd, unix.EPOLLIN, &watch{kind: watchCancel}); err != nil {
+		return nil, err
+	}
+	// The guard comes first: no process may be accepted before something
+	// outlives the daemon to kill it.
+	if d.guard, err = startGuard(opts.GuardExe); err != nil {
+		return nil, err
+	}
+	if err = d.watchFd(d.guard.fd, unix.EPOLLIN|unix.EPOLLRDHUP, &watch{kind: watchGuard}); err != nil {
+		return nil, err
+	}
+	if err = d.listen(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return d, nil
+}
+
+func (d *daemon) run(ctx context.Context) error {
+	d.stopCtx, d.ctxDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(d.ctxDone)
+		select {
+		case <-ctx.Done():
+			var one [8]byte
+			one[0] = 1
+			unix.Write(d.cancelFd, one[:])
+		case <-d.stopCtx:
+		}
+	}()
+	if d.opts.Ready != nil {
+		d.opts.Ready()
+	}
+	events := make([]unix.EpollEvent, 64)
+	for {
+		if d.fatal == nil && ctx.Err() != nil {
+			d.fail(fmt.Errorf("lazy-pages: %w", ctx.Err()))
+		}
+		if d.fatal != nil {
+			return d.abort()
+		}
+		if d.finished() {
+			return d.finish()
+		}
+		n, err := unix.EpollWait(d.ep, events, d.timeoutMs())
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			d.fail(fmt.Errorf("epoll_wait: %w", err))
+			continue
+		}
+		// Faults first: every uffd with something to read is served
+		// before connections, exits and prefetch.
+		busy := false
+		for i := 0; i < n; i++ {
+			if w := d.watchOf(&events[i]); w != nil && w.kind == watchUffd && !w.proc.done {
+				d.serveUffd(w.proc)
+				busy = true
+			}
+		}
+		for i := 0; i < n && d.fatal == nil; i++ {
+			w := d.watchOf(&events[i])
+			if w == nil {
+				continue
+			}
+			switch w.kind {
+			case watchListen:
+				d.accept()
+			case watchConn:
+				d.connReady(w.conn)
+			case watchPidfd:
+				d.pidfdReady(w.proc)
+			case watchGuard:
+				d.fail(fmt.Errorf("%w: its socket closed (guard exited: %v)", ErrGuard, d.guard.exitStatus()))
+			case watchCancel:
+				d.fail(fmt.Errorf("lazy-pages: %w", context.Cause(ctx)))
+			}
+		}
+		// Faults read while looking for events (EAGAIN) are waiting in
+		// queues without their uffd being readable again.
+		for _, p := range slices.Clone(d.order) {
+			if len(p.queue) > 0 && !p.done {
+				d.serveQueue(p)
+				d.checkComplete(p)
+				busy = true
+			}
+		}
+		d.timers()
+		if !busy && d.fatal == nil && d.opts.Prefetch && time.Since(d.lastFault) >= d.opts.QuietPeriod {
+			d.prefetchStep()
+		}
+	}
+}
+
+// timeoutMs is how long epoll may sleep: until the next prefetch step,
+// child match attempt or liveness probe.
+func (d *daemon) timeoutMs() int {
+	t := -1
+	at := func(deadline time.Time) {
+		left := time.Until(deadline)
+		ms := int((left + time.Millisecond - 1) / time.Millisecond)
+		ms = max(ms, 0)
+		if t < 0 || ms < t {
+			t = ms
+		}
+	}
+	if d.opts.Prefetch && d.anyPending() {
+		at(d.lastFault.Add(d.opts.QuietPeriod))
+	}
+	if len(d.unmatched) > 0 {
+		at(d.matchAt)
+	}
+	if len(d.procs) > 0 {
+		at(d.probeAt)
+	}
+	return t
+}
+
+func (d *daemon) anyPending() bool {
+	for _, p := range d.order {
+		if !p.done && p.lazy.pending > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *daemon) timers() {
+	now := time.Now()
+	if len(d.unmatched) > 0 && !now.Before(d.matchAt) {
+		d.matchChildren()
+	}
+	if len(d.procs) > 0 && !now.Before(d.probeAt) {
+		d.probeAt = now.Add(probeInterval)
+		for _, p := range slices.Clone(d.order) {
+			if !p.done {
+				d.probe(p)
+			}
+		}
+	}
+}
+
+// finished: Done was received, no registration is half-way, and nothing is
+// left to serve.
+func (d *daemon) finished() bool {
+	if !d.done || len(d.procs) > 0 {
+		return false
+	}
+	for _, c := range d.conns {
+		if c.reg != nil {
+			return false
+		}
+	}
+	return true
+}
