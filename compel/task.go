@@ -202,3 +202,19 @@ func (t *Task) Kill() error {
 		_ = unix.PtraceCont(t.Pid, 0)
 	}
 }
+
+// Reap collects the exit notification of a task that died with its thread group (after a Kill of the
+// leader), so that it does not linger as a traced zombie.
+func (t *Task) Reap() error {
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(t.Pid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || ws.Exited() || ws.Signaled() {
+			return nil
+		}
+		_ = unix.PtraceCont(t.Pid, 0)
+	}
+}

@@ -18,8 +18,11 @@ import (
 	"github.com/lazyr/lazyr/internal/sys"
 )
 
-// taskAlive is CRIU's TASK_ALIVE task state.
-const taskAlive = 1
+// CRIU's task states.
+const (
+	taskAlive = 1
+	taskDead  = 2
+)
 
 // procInfo is what /proc and ptrace tell about the task while it is stopped.
 type procInfo struct {
@@ -33,10 +36,51 @@ type procInfo struct {
 	exe      string
 	loginuid uint32
 	oomAdj   int
-	regs     *core_x86.UserX86RegsEntry
-	fpu      *core_x86.UserX86FpregsEntry
-	rseq     sys.RseqConfig
-	robust   [2]uint64
+}
+
+// threadInfo is one thread's own state.
+type threadInfo struct {
+	tid     int
+	regs    *core_x86.UserX86RegsEntry
+	fpu     *core_x86.UserX86FpregsEntry
+	sigmask uint64
+	rseq    sys.RseqConfig
+	robust  [2]uint64
+	comm    string
+	nice    int64
+	status  *procfs.Status
+	inj     *threadInjected
+}
+
+// readThread reads a stopped thread's registers and kernel registrations.
+// Preconditions: called from Tracer.Do, t seized, with a gadget and a scratch area.
+func readThread(pid int, t *compel.Task) (*threadInfo, error) {
+	th := &threadInfo{tid: t.Pid, sigmask: t.OrigSigMask()}
+	r := t.Regs()
+	th.regs = regs.ToImage(&r)
+	x, err := t.XState()
+	if err != nil {
+		return nil, err
+	}
+	if th.fpu, err = regs.FPUToImage(x); err != nil {
+		return nil, err
+	}
+	if th.rseq, err = t.Rseq(); err != nil {
+		return nil, err
+	}
+	h, l, err := sys.GetRobustList(t.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("get robust list of %d: %w", t.Pid, err)
+	}
+	th.robust = [2]uint64{h, l}
+	if th.status, err = procfs.ReadTaskStatus(pid, t.Pid); err != nil {
+		return nil, err
+	}
+	th.comm = th.status.Name
+	if th.inj, err = queryThread(t); err != nil {
+		return nil, err
+	}
+	return th, nil
 }
 
 // Preconditions: called from Tracer.Do, t seized.
@@ -74,23 +118,6 @@ func readProc(t *compel.Task) (*procInfo, error) {
 	if p.oomAdj, err = procfs.OOMScoreAdj(pid); err != nil {
 		return nil, err
 	}
-	r := t.Regs()
-	p.regs = regs.ToImage(&r)
-	x, err := t.XState()
-	if err != nil {
-		return nil, err
-	}
-	if p.fpu, err = regs.FPUToImage(x); err != nil {
-		return nil, err
-	}
-	if p.rseq, err = t.Rseq(); err != nil {
-		return nil, err
-	}
-	h, l, err := sys.GetRobustList(pid)
-	if err != nil {
-		return nil, fmt.Errorf("get robust list of %d: %w", pid, err)
-	}
-	p.robust = [2]uint64{h, l}
 	return &p, nil
 }
 
@@ -101,8 +128,53 @@ func itimer(v [4]uint64) *timer.ItimerEntry {
 	return &timer.ItimerEntry{Isec: proto.Uint64(v[0]), Iusec: proto.Uint64(v[1]), Vsec: proto.Uint64(v[2]), Vusec: proto.Uint64(v[3])}
 }
 
-// coreEntry assembles core-PID.img.
-func coreEntry(p *procInfo, inj *injected, sigmask uint64, ids *criu_core.TaskKobjIdsEntry) *criu_core.CoreEntry {
+// threadCore assembles the per-thread part of a core image.
+func threadCore(p *procInfo, inj *injected, th *threadInfo) *criu_core.ThreadCoreEntry {
+	st := th.status
+	cr := &creds.CredsEntry{
+		Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
+		Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
+		CapInh: capWords(st.CapInh), CapPrm: capWords(st.CapPrm), CapEff: capWords(st.CapEff),
+		CapBnd: capWords(st.CapBnd), CapAmb: capWords(st.CapAmb),
+		Secbits: proto.Uint32(inj.securebits), Groups: st.Groups,
+		NoNewPrivs: proto.Uint32(uint32(st.NoNewPrivs)),
+	}
+	tc := &criu_core.ThreadCoreEntry{
+		FutexRla:    proto.Uint64(th.robust[0]),
+		FutexRlaLen: proto.Uint32(uint32(th.robust[1])),
+		SchedNice:   proto.Int32(int32(p.stat.Nice)),
+		BlkSigset:   proto.Uint64(th.sigmask),
+		Sas: &criu_core.ThreadSasEntry{
+			SsSp: proto.Uint64(th.inj.altstack[0]), SsFlags: proto.Uint32(uint32(th.inj.altstack[1])), SsSize: proto.Uint64(th.inj.altstack[2]),
+		},
+		PdeathSig: proto.Uint32(th.inj.pdeathSig),
+		Creds:     cr,
+		Comm:      proto.String(th.comm),
+	}
+	if th.rseq.AbiPointer != 0 {
+		tc.RseqEntry = &rseq.RseqEntry{
+			RseqAbiPointer: proto.Uint64(th.rseq.AbiPointer),
+			RseqAbiSize:    proto.Uint32(th.rseq.AbiSize),
+			Signature:      proto.Uint32(th.rseq.Signature),
+		}
+	}
+	return tc
+}
+
+// coreEntry assembles core-TID.img of one thread; the leader's also holds the process-wide task core.
+func coreEntry(p *procInfo, inj *injected, th *threadInfo, ids *criu_core.TaskKobjIdsEntry, leader bool) *criu_core.CoreEntry {
+	ce := &criu_core.CoreEntry{
+		Mtype: criu_core.CoreEntry_X86_64.Enum(),
+		ThreadInfo: &core_x86.ThreadInfoX86{
+			ClearTidAddr: proto.Uint64(th.inj.clearTid),
+			Gpregs:       th.regs,
+			Fpregs:       th.fpu,
+		},
+		ThreadCore: threadCore(p, inj, th),
+	}
+	if !leader {
+		return ce
+	}
 	var rl []*rlimit.RlimitEntry
 	for _, l := range p.limits {
 		rl = append(rl, &rlimit.RlimitEntry{Cur: proto.Uint64(l.Cur), Max: proto.Uint64(l.Max)})
@@ -114,58 +186,37 @@ func coreEntry(p *procInfo, inj *injected, sigmask uint64, ids *criu_core.TaskKo
 			Restorer: proto.Uint64(sa[2]), Mask: proto.Uint64(sa[3]),
 		})
 	}
-	st := p.status
-	cr := &creds.CredsEntry{
-		Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
-		Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
-		CapInh: capWords(st.CapInh), CapPrm: capWords(st.CapPrm), CapEff: capWords(st.CapEff),
-		CapBnd: capWords(st.CapBnd), CapAmb: capWords(st.CapAmb),
-		Secbits: proto.Uint32(inj.securebits), Groups: st.Groups,
-		NoNewPrivs: proto.Uint32(uint32(st.NoNewPrivs)),
-	}
-	tc := &criu_core.ThreadCoreEntry{
-		FutexRla:    proto.Uint64(p.robust[0]),
-		FutexRlaLen: proto.Uint32(uint32(p.robust[1])),
-		SchedNice:   proto.Int32(int32(p.stat.Nice)),
-		BlkSigset:   proto.Uint64(sigmask),
-		Sas: &criu_core.ThreadSasEntry{
-			SsSp: proto.Uint64(inj.altstack[0]), SsFlags: proto.Uint32(uint32(inj.altstack[1])), SsSize: proto.Uint64(inj.altstack[2]),
+	ce.Ids = ids
+	ce.Tc = &criu_core.TaskCoreEntry{
+		TaskState:   proto.Uint32(taskAlive),
+		ExitCode:    proto.Uint32(0),
+		Personality: proto.Uint32(p.persona),
+		Flags:       proto.Uint32(p.stat.Flags),
+		BlkSigset:   proto.Uint64(th.sigmask),
+		Comm:        proto.String(p.stat.Comm),
+		Timers: &timer.TaskTimersEntry{
+			Real: itimer(inj.itimers[0]), Virt: itimer(inj.itimers[1]), Prof: itimer(inj.itimers[2]),
 		},
-		PdeathSig: proto.Uint32(inj.pdeathSig),
-		Creds:     cr,
-		Comm:      proto.String(p.stat.Comm),
+		Rlimits:        &criu_core.TaskRlimitsEntry{Rlimits: rl},
+		Loginuid:       proto.Uint32(p.loginuid),
+		OomScoreAdj:    proto.Int32(int32(p.oomAdj)),
+		Sigactions:     sas,
+		ChildSubreaper: proto.Bool(inj.subreaper),
 	}
-	if p.rseq.AbiPointer != 0 {
-		tc.RseqEntry = &rseq.RseqEntry{
-			RseqAbiPointer: proto.Uint64(p.rseq.AbiPointer),
-			RseqAbiSize:    proto.Uint32(p.rseq.AbiSize),
-			Signature:      proto.Uint32(p.rseq.Signature),
-		}
-	}
+	return ce
+}
+
+// zombieCore is the core image of a zombie: CRIU's TASK_DEAD with the exit code.
+func zombieCore(p *proc) *criu_core.CoreEntry {
 	return &criu_core.CoreEntry{
 		Mtype: criu_core.CoreEntry_X86_64.Enum(),
-		ThreadInfo: &core_x86.ThreadInfoX86{
-			ClearTidAddr: proto.Uint64(inj.clearTid),
-			Gpregs:       p.regs,
-			Fpregs:       p.fpu,
-		},
 		Tc: &criu_core.TaskCoreEntry{
-			TaskState:   proto.Uint32(taskAlive),
-			ExitCode:    proto.Uint32(0),
-			Personality: proto.Uint32(p.persona),
-			Flags:       proto.Uint32(p.stat.Flags),
-			BlkSigset:   proto.Uint64(sigmask),
+			TaskState:   proto.Uint32(taskDead),
+			ExitCode:    proto.Uint32(uint32(p.exitCode)),
+			Personality: proto.Uint32(0),
+			Flags:       proto.Uint32(0),
+			BlkSigset:   proto.Uint64(0),
 			Comm:        proto.String(p.stat.Comm),
-			Timers: &timer.TaskTimersEntry{
-				Real: itimer(inj.itimers[0]), Virt: itimer(inj.itimers[1]), Prof: itimer(inj.itimers[2]),
-			},
-			Rlimits:        &criu_core.TaskRlimitsEntry{Rlimits: rl},
-			Loginuid:       proto.Uint32(p.loginuid),
-			OomScoreAdj:    proto.Int32(int32(p.oomAdj)),
-			Sigactions:     sas,
-			ChildSubreaper: proto.Bool(inj.subreaper),
 		},
-		Ids:        ids,
-		ThreadCore: tc,
 	}
 }

@@ -2,8 +2,10 @@ package dump
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"io/fs"
 	"os"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lazyr/lazyr/compel"
+	"github.com/lazyr/lazyr/images"
 	"github.com/lazyr/lazyr/internal/procfs"
 )
 
@@ -28,15 +31,20 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Stats, error) {
 	if err := precheck(pid); err != nil {
 		return nil, err
 	}
+	// Network hook (fd_inet_lock.go): connections locked before the freeze; given back with the task
+	// (giveBack before every Release), or left locked for the restore (commit before Kill).
+	network, err := lockNetwork(&opts, log)
+	if err != nil {
+		return nil, err
+	}
+	defer network.close()
 	st := &Stats{}
-	var res *result
 	start := time.Now()
-	err := tr.Do(func() error {
-		t, err := tr.Seize(pid)
+	var procs []*proc
+	err = tr.Do(func() error {
+		var err error
+		procs, err = seizeTree(tr, pid)
 		if err != nil {
-			if errors.Is(err, unix.EPERM) {
-				return fmt.Errorf("cannot trace process %d (needs root or CAP_SYS_PTRACE over it): %w: %w", pid, ErrPermission, err)
-			}
 			if errors.Is(err, unix.ESRCH) {
 				return fmt.Errorf("process %d: %w", pid, ErrNoProcess)
 			}
@@ -44,26 +52,30 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Stats, error) {
 		}
 		st.FreezingTime = time.Since(start)
 		frozen := time.Now()
-		log.Debug("task frozen", zap.Int("pid", pid), zap.Duration("freezing", st.FreezingTime))
-		res, err = collect(ctx, t, opts, st, log)
-		if err != nil {
-			// Leave the original exactly as it was.
-			if rerr := t.Release(); rerr != nil {
-				log.Error("releasing the task after a failed dump", zap.Error(rerr))
-			}
-			return err
-		}
-		if err := res.write(st, frozen); err != nil {
-			if rerr := t.Release(); rerr != nil {
-				log.Error("releasing the task after a failed dump", zap.Error(rerr))
+		log.Debug("tree frozen", zap.Int("pid", pid), zap.Int("processes", len(procs)), zap.Duration("freezing", st.FreezingTime))
+		if err := dumpTree(ctx, procs, opts, st, log, frozen); err != nil {
+			// Leave the originals exactly as they were.
+			giveBackNetwork(network, log)
+			if rerr := releaseTree(procs); rerr != nil {
+				log.Error("releasing the tree after a failed dump", zap.Error(rerr))
 			}
 			return err
 		}
 		st.FrozenTime = time.Since(frozen)
 		if opts.LeaveRunning {
-			return t.Release()
+			if err := network.giveBack(); err != nil {
+				_ = releaseTree(procs)
+				return err
+			}
+			return releaseTree(procs)
 		}
-		return t.Kill()
+		// The lock stays (pinned) until the restore; the originals die only now that the images are synced.
+		if err := network.commit(); err != nil {
+			giveBackNetwork(network, log)
+			_ = releaseTree(procs)
+			return err
+		}
+		return killTree(procs)
 	})
 	if err != nil {
 		return nil, err
@@ -103,63 +115,102 @@ func precheck(pid int) error {
 	return nil
 }
 
-// collect gathers everything while the task is stopped, cheapest refusals first.
+// dumpTree collects every process of the frozen tree and writes the image set.
 // Preconditions: called from Tracer.Do.
-func collect(ctx context.Context, t *compel.Task, opts Options, st *Stats, log *zap.Logger) (*result, error) {
-	pid := t.Pid
-	tids, err := procfs.Tasks(pid)
-	if err != nil {
-		return nil, err
-	}
-	if len(tids) > 1 {
-		other := tids[0]
-		if other == pid {
-			other = tids[1]
+func dumpTree(ctx context.Context, procs []*proc, opts Options, st *Stats, log *zap.Logger, frozen time.Time) error {
+	ft := newFileTable(procs[0].pid, &opts)
+	// Cheap refusals first: every fd of every process, before any memory is touched.
+	fds := map[int][]*fdinfo.FdinfoEntry{}
+	for _, p := range procs {
+		if p.zombie {
+			continue
 		}
-		return nil, fmt.Errorf("process %d has %d threads (thread %d): multi-threaded processes: %w", pid, len(tids), other, ErrUnsupported)
+		ft.pid = p.pid
+		ft.fds = nil
+		if err := ft.collectFds(); err != nil {
+			return fmt.Errorf("process %d: %w", p.pid, err)
+		}
+		fds[p.pid] = ft.fds
 	}
-	files := newFileTable(pid, &opts)
-	if err := files.collectFds(); err != nil {
+	if err := ft.finishKinds(); err != nil {
+		return err
+	}
+	dir, err := createDir(opts.ImagesDir)
+	if err != nil {
+		return err
+	}
+	var results []*result
+	for i, p := range procs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p.zombie {
+			results = append(results, &result{proc: p})
+			continue
+		}
+		r, err := collect(ctx, p, dir, ft, uint32(i+1), opts, st)
+		if err != nil {
+			return fmt.Errorf("process %d: %w", p.pid, err)
+		}
+		r.fds = fds[p.pid]
+		results = append(results, r)
+	}
+	log.Debug("memory written", zap.Uint64("pages", st.PagesWritten), zap.Duration("read", st.MemdumpTime), zap.Duration("write", st.MemwriteTime))
+	return writeImages(dir, results, ft, st, frozen)
+}
+
+// collect gathers one live process's state: threads, kernel state, mappings and memory.
+// Preconditions: called from Tracer.Do; p is frozen.
+func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id uint32, opts Options, st *Stats) (*result, error) {
+	leader := p.threads[0]
+	if err := leader.FindGadget(); err != nil {
 		return nil, err
 	}
-	if err := t.FindGadget(); err != nil {
-		return nil, err
-	}
-	info, err := readProc(t)
+	info, err := readProc(leader)
 	if err != nil {
 		return nil, err
 	}
-	inj, err := query(t)
+	r := &result{proc: p, id: id, info: info}
+	err = withScratch(leader, func(addr uint64) error {
+		var err error
+		if r.inj, err = query(leader); err != nil {
+			return err
+		}
+		for _, t := range p.threads {
+			t.SetGadget(leader.Gadget())
+			t.SetScratch(addr, scratchSize)
+			th, err := readThread(p.pid, t)
+			if err != nil {
+				return fmt.Errorf("thread %d: %w", t.Pid, err)
+			}
+			r.threads = append(r.threads, th)
+			if err := t.RestoreRegs(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := t.RestoreRegs(); err != nil {
-		return nil, err
-	}
-	maps, err := procfs.Smaps(pid)
+	maps, err := procfs.Smaps(p.pid)
 	if err != nil {
 		return nil, err
 	}
-	areas, err := classify(maps, files, inj.scratchMapped)
-	if err != nil {
+	if r.areas, err = classify(maps, ft, r.inj.scratchMapped); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	runs, err := scanPages(pid, areas, st)
+	runs, err := scanPages(p.pid, r.areas, st)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := createDir(opts.ImagesDir)
-	if err != nil {
+	if err := writePages(dir, p.pid, id, r.areas, runs, st, opts.Progress); err != nil {
 		return nil, err
 	}
-	if err := writePages(dir, pid, areas, runs, st, opts.Progress); err != nil {
-		return nil, err
-	}
-	log.Debug("memory written", zap.Uint64("pages", st.PagesWritten), zap.Duration("read", st.MemdumpTime), zap.Duration("write", st.MemwriteTime))
-	return &result{pid: pid, dir: dir, info: info, inj: inj, areas: areas, files: files, sigmask: t.OrigSigMask()}, nil
+	return r, nil
 }
 
 // waitGone waits until /proc/PID disappears (the parent reaped it).

@@ -35,7 +35,7 @@ func (pipeKind) dump(ft *fileTable, f *openFile, id uint32) (*fdinfo.FileEntry, 
 	} else {
 		ends.read = true
 	}
-	ends.fd = f.Fd.Num
+	ends.pid, ends.fd = ft.pid, f.Fd.Num
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_PIPE.Enum(),
 		Id:   proto.Uint32(id),
@@ -45,16 +45,16 @@ func (pipeKind) dump(ft *fileTable, f *openFile, id uint32) (*fdinfo.FileEntry, 
 
 type pipeEnds struct {
 	read, write bool
-	fd          int
+	pid, fd     int // one fd of the pipe, to read its data through
 }
 
 func (pipeKind) finish(ft *fileTable) error {
 	var data []images.PipeData
 	for ino, ends := range ft.pipeEnds {
 		if !ends.read || !ends.write {
-			return fmt.Errorf("fd %d: pipe:[%d] has its other end outside the process (external pipes are not supported yet): %w", ends.fd, ino, ErrUnsupported)
+			return fmt.Errorf("process %d fd %d: pipe:[%d] has its other end outside the dumped tree (external pipes are not supported yet): %w", ends.pid, ends.fd, ino, ErrUnsupported)
 		}
-		b, err := peekPipe(ft.pid, ends.fd)
+		b, err := peekPipe(ends.pid, ends.fd)
 		if err != nil {
 			return fmt.Errorf("fd %d: read pipe data: %w", ends.fd, err)
 		}

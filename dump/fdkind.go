@@ -11,6 +11,7 @@ import (
 
 // openFile is one open file description of the task, as /proc shows it.
 type openFile struct {
+	Pid   int            // the task holding the fd
 	Fd    procfs.Fd      // number and link target ("pipe:[123]", "/path", "anon_inode:[eventfd]", ...)
 	Info  *procfs.FdInfo // /proc/PID/fdinfo/N
 	Stat  *unix.Stat_t   // stat of /proc/PID/fd/N (the file itself)
@@ -38,7 +39,7 @@ var fdKinds []fdKind
 func registerFdKind(k fdKind) { fdKinds = append(fdKinds, k) }
 
 func (ft *fileTable) kindOf(fd procfs.Fd, st *unix.Stat_t) fdKind {
-	f := &openFile{Fd: fd, Stat: st}
+	f := &openFile{Pid: ft.pid, Fd: fd, Stat: st}
 	for _, k := range fdKinds {
 		if k.handles(f) {
 			return k

@@ -18,7 +18,8 @@ import (
 // fileTable assigns ids to open files (files.img) the way CRIU does: one entry per open file description,
 // plus entries for mapped files, the cwd, the root and the executable.
 type fileTable struct {
-	pid     int
+	pid     int // the process whose fds collectFds reads
+	seen    []seenFd
 	opts    *Options
 	nextID  uint32
 	entries []*fdinfo.FileEntry
@@ -26,8 +27,15 @@ type fileTable struct {
 	fds     []*fdinfo.FdinfoEntry
 	// per-kind state and extra images
 	pipeEnds map[uint64]*pipeEnds
+	kinds    map[string]any // state of the other fd kinds, by kind (see kindState)
 	extra    []extraImage
 	extraRaw []func(d *images.Dir) error
+}
+
+// seenFd is an fd already recorded, to find open file descriptions shared with it (dup, fork).
+type seenFd struct {
+	pid, fd int
+	id      uint32
 }
 
 func newFileTable(pid int, opts *Options) *fileTable {
@@ -80,11 +88,7 @@ func (ft *fileTable) collectFds() error {
 	if err != nil {
 		return fmt.Errorf("list fds: %w", err)
 	}
-	type seen struct {
-		fd int
-		id uint32
-	}
-	var prev []seen
+
 	for _, fd := range fds {
 		info, err := procfs.ReadFdInfo(ft.pid, fd.Num)
 		if err != nil {
@@ -100,13 +104,13 @@ func (ft *fileTable) collectFds() error {
 		}
 		// Same open file description as an earlier fd (dup): share its entry.
 		var id uint32
-		for _, p := range prev {
-			if same, err := sys.SameFile(ft.pid, p.fd, ft.pid, fd.Num); err == nil && same {
+		for _, p := range ft.seen {
+			if same, err := sys.SameFile(p.pid, p.fd, ft.pid, fd.Num); err == nil && same {
 				id = p.id
 				break
 			}
 		}
-		o := &openFile{Fd: fd, Info: info, Stat: &st, Flags: info.Flags &^ unix.O_CLOEXEC}
+		o := &openFile{Pid: ft.pid, Fd: fd, Info: info, Stat: &st, Flags: info.Flags &^ unix.O_CLOEXEC}
 		var typ fdinfo.FdTypes
 		if id == 0 {
 			id = ft.id()
@@ -123,7 +127,7 @@ func (ft *fileTable) collectFds() error {
 				}
 			}
 		}
-		prev = append(prev, seen{fd.Num, id})
+		ft.seen = append(ft.seen, seenFd{ft.pid, fd.Num, id})
 		fdFlags := uint32(0)
 		if info.Flags&unix.O_CLOEXEC != 0 {
 			fdFlags = unix.FD_CLOEXEC
@@ -135,6 +139,12 @@ func (ft *fileTable) collectFds() error {
 			Fd:    proto.Uint32(uint32(fd.Num)),
 		})
 	}
+	return nil
+}
+
+// finishKinds runs the kinds' checks that need every fd of every process (a pipe with both ends in the
+// tree, say).
+func (ft *fileTable) finishKinds() error {
 	for _, k := range fdKinds {
 		if f, ok := k.(fdFinisher); ok {
 			if err := f.finish(ft); err != nil {

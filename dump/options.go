@@ -14,13 +14,21 @@ type Options struct {
 	LeaveRunning bool // let the task continue after the dump instead of killing it
 	// ReapWait bounds how long a killing dump waits for the PID to disappear (the parent must reap it).
 	ReapWait time.Duration
+	// ShellJob allows dumping a process that uses a terminal it does not own (one started from a shell):
+	// fds on terminals whose other end is outside the process are recorded, and a restore with
+	// restore.Options.ShellJob gives the process the restoring shell's terminal instead (CRIU's --shell-job).
+	ShellJob bool
 	// TCPEstablished allows dumping established TCP connections (with TCP_REPAIR); without it they are refused.
 	TCPEstablished bool
 	// NetworkLock is how the tree's connections are kept quiet while dumped: "ebpf" (default) or "skip".
 	NetworkLock string
-	Log         *zap.Logger
+	// Notify, if set, is told when the network is locked and unlocked (see Notify).
+	Notify Notify
+	Log    *zap.Logger
 	// Progress, if set, is called from time to time with memory bytes written so far and the total.
 	Progress func(done, total uint64)
+
+	net *netDump // set by Run: the network lock and repaired sockets (fd_inet_lock.go)
 }
 
 // Stats are the numbers of one dump; they are also stored as CRIU's stats-dump image.

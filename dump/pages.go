@@ -81,8 +81,8 @@ func scanPages(pid int, areas []*area, st *Stats) ([]run, error) {
 
 // writePages copies the runs out of the task into pagemap-PID.img / pages-1.img.
 // Areas without read permission are read through /proc/PID/mem, which may read them (FOLL_FORCE).
-func writePages(dir *images.Dir, pid int, areas []*area, runs []run, st *Stats, progress func(done, total uint64)) error {
-	w, err := dir.CreatePagemap(pid, 1)
+func writePages(dir *images.Dir, pid int, pagesID uint32, areas []*area, runs []run, st *Stats, progress func(done, total uint64)) error {
+	w, err := dir.CreatePagemap(pid, pagesID)
 	if err != nil {
 		return err
 	}
@@ -168,9 +168,9 @@ func writePages(dir *images.Dir, pid int, areas []*area, runs []run, st *Stats, 
 	}
 	writeTime += time.Since(t0)
 	ok = true
-	st.PagesWritten = w.Pages()
-	st.MemdumpTime = readTime
-	st.MemwriteTime = writeTime
+	st.PagesWritten += w.Pages()
+	st.MemdumpTime += readTime
+	st.MemwriteTime += writeTime
 	if progress != nil {
 		progress(total, total)
 	}

@@ -24,6 +24,30 @@ var madvFlags = map[string]uint64{
 	"wf": 1 << unix.MADV_WIPEONFORK,
 }
 
+// vmaAreaMemfd is CRIU's VMA_AREA_MEMFD status bit: a mapping of a memfd, whose VmaEntry.shmid is the
+// id of a MEMFD file entry.
+const vmaAreaMemfd = 1 << 14
+
+// isAnonShared reports whether m is MAP_SHARED anonymous memory: an unlinked shmem inode the kernel
+// names "/dev/zero (deleted)", or "[anon_shmem:NAME]" once named with PR_SET_VMA_ANON_NAME.
+func isAnonShared(m procfs.Mapping) bool {
+	return m.Shared && m.Inode != 0 && ((m.Deleted && m.Path == "/dev/zero") || strings.HasPrefix(m.Path, "[anon_shmem:"))
+}
+
+// mappedFile stats the file a mapping maps, through /proc/PID/map_files (which lazyr can also open, even
+// for deleted files and shmem objects), and checks that it is the inode the maps line names.
+func mappedFile(pid int, m procfs.Mapping) (*unix.Stat_t, string, error) {
+	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil, "", fmt.Errorf("stat mapped file: %w", err)
+	}
+	if st.Ino != m.Inode {
+		return nil, "", fmt.Errorf("%s is inode %d, the maps line says %d", path, st.Ino, m.Inode)
+	}
+	return &st, path, nil
+}
+
 // area is one VMA with what the dump needs to know about it.
 type area struct {
 	m     procfs.Mapping
@@ -98,20 +122,48 @@ func classify(maps []procfs.Mapping, files *fileTable, skip [2]uint64) ([]*area,
 				flags |= unix.MAP_GROWSDOWN
 				a.lazy = false // the stack in use is filled eagerly
 			}
+		case isAnonShared(m):
+			// MAP_SHARED|MAP_ANONYMOUS: the kernel backs it with an unlinked shmem inode; its pages are
+			// the object's, not the task's, and go to the object's own pagemap.
+			st, path, err := mappedFile(files.pid, m)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+			flags |= unix.MAP_ANONYMOUS
+			status |= images.VMAAnonShared
+			e.Shmid = proto.Uint64(st.Ino)
+			files.addShmem(st.Ino, path, uint64(st.Size))
 		case strings.HasPrefix(m.Path, "["):
 			return nil, fmt.Errorf("%s: special mapping: %w", where, ErrUnsupported)
 		default:
-			if m.Deleted {
-				return nil, fmt.Errorf("%s: mapping of a deleted file: %w", where, ErrUnsupported)
-			}
-			if strings.HasPrefix(m.Path, "/memfd:") || strings.HasPrefix(m.Path, "/SYSV") || strings.HasPrefix(m.Path, "/dev/zero") {
-				return nil, fmt.Errorf("%s: shared memory object: %w", where, ErrUnsupported)
-			}
 			openFlags := uint32(unix.O_RDONLY)
 			if m.Shared && m.Write {
 				openFlags = unix.O_RDWR
 			}
-			id, err := files.mapped(m.Path, openFlags)
+			var id uint32
+			var err error
+			switch {
+			case strings.HasPrefix(m.Path, "/SYSV"):
+				return nil, fmt.Errorf("%s: System V shared memory: %w", where, ErrUnsupported)
+			case m.Deleted && strings.HasPrefix(m.Path, memfdPrefix):
+				st, path, serr := mappedFile(files.pid, m)
+				if serr != nil {
+					return nil, fmt.Errorf("%s: %w", where, serr)
+				}
+				id, err = files.memfdMapped(path, m.Path, st, openFlags)
+				status |= vmaAreaMemfd
+			case m.Deleted:
+				st, path, serr := mappedFile(files.pid, m)
+				if serr != nil {
+					return nil, fmt.Errorf("%s: %w", where, serr)
+				}
+				if st.Mode&unix.S_IFMT != unix.S_IFREG {
+					return nil, fmt.Errorf("%s: mapping of a deleted file of mode %#o: %w", where, st.Mode&unix.S_IFMT, ErrUnsupported)
+				}
+				id, err = files.ghostMapped(path, m.Path, st, openFlags)
+			default:
+				id, err = files.mapped(m.Path, openFlags)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", where, err)
 			}

@@ -2,6 +2,8 @@ package dump
 
 import (
 	"fmt"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"time"
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
@@ -20,15 +22,15 @@ import (
 // imgVersion is CRIU's CRTOOLS_IMAGES_V1_1 inventory version.
 const imgVersion = 2
 
-// result is everything collected from one task, ready to be written.
+// result is everything collected from one process.
 type result struct {
-	pid     int
-	dir     *images.Dir
+	proc    *proc
+	id      uint32 // the process's ids (files, mm, pages image)
 	info    *procInfo
 	inj     *injected
+	threads []*threadInfo
 	areas   []*area
-	files   *fileTable
-	sigmask uint64
+	fds     []*fdinfo.FdinfoEntry
 }
 
 // createDir opens the image directory for writing. A stale inventory from an earlier dump is removed first:
@@ -55,31 +57,36 @@ func nsID(pid int, name string) *uint32 {
 }
 
 func (r *result) ids() *criu_core.TaskKobjIdsEntry {
-	one := proto.Uint32(1)
+	id := proto.Uint32(r.id)
+	pid := r.proc.pid
 	return &criu_core.TaskKobjIdsEntry{
-		VmId: one, FilesId: one, FsId: one, SighandId: one,
-		PidNsId: nsID(r.pid, "pid"), NetNsId: nsID(r.pid, "net"), IpcNsId: nsID(r.pid, "ipc"),
-		UtsNsId: nsID(r.pid, "uts"), MntNsId: nsID(r.pid, "mnt"), UserNsId: nsID(r.pid, "user"),
-		CgroupNsId: nsID(r.pid, "cgroup"), TimeNsId: nsID(r.pid, "time"),
+		VmId: id, FilesId: id, FsId: id, SighandId: id,
+		PidNsId: nsID(pid, "pid"), NetNsId: nsID(pid, "net"), IpcNsId: nsID(pid, "ipc"),
+		UtsNsId: nsID(pid, "uts"), MntNsId: nsID(pid, "mnt"), UserNsId: nsID(pid, "user"),
+		CgroupNsId: nsID(pid, "cgroup"), TimeNsId: nsID(pid, "time"),
 	}
 }
 
-// write stores every image but the pages (already written), fsyncs them and the directory, and writes the
-// inventory last.
-func (r *result) write(st *Stats, frozen time.Time) error {
-	d, pid, info := r.dir, r.pid, r.info
+type image struct {
+	name    string
+	entries []proto.Message
+}
+
+// images returns the per-process images of a live process.
+func (r *result) images(ft *fileTable) ([]image, error) {
+	pid, info := r.proc.pid, r.info
 	ids := r.ids()
-	exeID, err := r.files.mapped(info.exe, unix.O_RDONLY)
+	exeID, err := ft.mapped(info.exe, unix.O_RDONLY)
 	if err != nil {
-		return fmt.Errorf("executable %s: %w", info.exe, err)
+		return nil, fmt.Errorf("executable %s: %w", info.exe, err)
 	}
-	cwdID, err := r.files.mapped(info.cwd, unix.O_RDONLY|unix.O_DIRECTORY)
+	cwdID, err := ft.mapped(info.cwd, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return fmt.Errorf("cwd %s: %w", info.cwd, err)
+		return nil, fmt.Errorf("cwd %s: %w", info.cwd, err)
 	}
-	rootID, err := r.files.mapped(info.root, unix.O_RDONLY|unix.O_DIRECTORY)
+	rootID, err := ft.mapped(info.root, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return fmt.Errorf("root %s: %w", info.root, err)
+		return nil, fmt.Errorf("root %s: %w", info.root, err)
 	}
 	var vmas []*vma.VmaEntry
 	for _, a := range r.areas {
@@ -95,47 +102,69 @@ func (r *result) write(st *Stats, frozen time.Time) error {
 		ExeFileId: proto.Uint32(exeID), MmSavedAuxv: info.auxv, Vmas: vmas,
 		Dumpable: proto.Int32(r.inj.dumpable), ThpDisabled: proto.Bool(r.inj.thpDisabled),
 	}
-	writes := []struct {
-		name    string
-		entries []proto.Message
-	}{
-		{images.CoreName(pid), []proto.Message{coreEntry(info, r.inj, r.sigmask, ids)}},
-		{images.IDsName(pid), []proto.Message{ids}},
-		{images.MmName(pid), []proto.Message{mme}},
-		{images.FsName(pid), []proto.Message{&fs.FsEntry{CwdId: proto.Uint32(cwdID), RootId: proto.Uint32(rootID), Umask: proto.Uint32(info.status.Umask)}}},
-		{images.PstreeName, []proto.Message{&pstree.PstreeEntry{
-			Pid: proto.Uint32(uint32(pid)), Ppid: proto.Uint32(0),
-			Pgid: proto.Uint32(uint32(s.Pgrp)), Sid: proto.Uint32(uint32(s.Session)),
-			Threads: []uint32{uint32(pid)},
-		}}},
+	var out []image
+	for i, th := range r.threads {
+		out = append(out, image{images.CoreName(th.tid), []proto.Message{coreEntry(info, r.inj, th, ids, i == 0)}})
 	}
-	fdEntries := make([]proto.Message, len(r.files.fds))
-	for i, e := range r.files.fds {
+	fdEntries := make([]proto.Message, len(r.fds))
+	for i, e := range r.fds {
 		fdEntries[i] = e
 	}
-	writes = append(writes, struct {
-		name    string
-		entries []proto.Message
-	}{images.FdinfoName(ids.GetFilesId()), fdEntries})
-	fileEntries := make([]proto.Message, len(r.files.entries))
-	for i, e := range r.files.entries {
+	return append(out,
+		image{images.IDsName(pid), []proto.Message{ids}},
+		image{images.MmName(pid), []proto.Message{mme}},
+		image{images.FsName(pid), []proto.Message{&fs.FsEntry{CwdId: proto.Uint32(cwdID), RootId: proto.Uint32(rootID), Umask: proto.Uint32(info.status.Umask)}}},
+		image{images.FdinfoName(ids.GetFilesId()), fdEntries},
+	), nil
+}
+
+// pstreeEntry is the process's line in pstree.img (the root's parent is recorded as 0, as CRIU does).
+func (r *result) pstreeEntry() *pstree.PstreeEntry {
+	p := r.proc
+	e := &pstree.PstreeEntry{
+		Pid: proto.Uint32(uint32(p.pid)), Ppid: proto.Uint32(uint32(p.ppid)),
+		Pgid: proto.Uint32(uint32(p.stat.Pgrp)), Sid: proto.Uint32(uint32(p.stat.Session)),
+	}
+	if p.zombie {
+		e.Threads = []uint32{uint32(p.pid)}
+	}
+	for _, th := range r.threads {
+		e.Threads = append(e.Threads, uint32(th.tid))
+	}
+	return e
+}
+
+// writeImages stores every image but the pages (already written), fsyncs them and the directory, and
+// writes the inventory last.
+func writeImages(d *images.Dir, results []*result, ft *fileTable, st *Stats, frozen time.Time) error {
+	var all []image
+	var tree []proto.Message
+	for _, r := range results {
+		tree = append(tree, r.pstreeEntry())
+		if r.proc.zombie {
+			all = append(all, image{images.CoreName(r.proc.pid), []proto.Message{zombieCore(r.proc)}})
+			continue
+		}
+		imgs, err := r.images(ft)
+		if err != nil {
+			return fmt.Errorf("process %d: %w", r.proc.pid, err)
+		}
+		all = append(all, imgs...)
+	}
+	fileEntries := make([]proto.Message, len(ft.entries))
+	for i, e := range ft.entries {
 		fileEntries[i] = e
 	}
-	writes = append(writes, struct {
-		name    string
-		entries []proto.Message
-	}{images.FilesName, fileEntries})
-	for _, w := range writes {
+	all = append(all, image{images.PstreeName, tree}, image{images.FilesName, fileEntries})
+	for _, e := range ft.extra {
+		all = append(all, image{e.name, e.entries})
+	}
+	for _, w := range all {
 		if err := d.Write(w.name, w.entries...); err != nil {
 			return fmt.Errorf("write %s: %w", w.name, err)
 		}
 	}
-	for _, e := range r.files.extra {
-		if err := d.Write(e.name, e.entries...); err != nil {
-			return fmt.Errorf("write %s: %w", e.name, err)
-		}
-	}
-	for _, w := range r.files.extraRaw {
+	for _, w := range ft.extraRaw {
 		if err := w(d); err != nil {
 			return err
 		}
@@ -150,7 +179,7 @@ func (r *result) write(st *Stats, frozen time.Time) error {
 	inv := &inventory.InventoryEntry{
 		ImgVersion:  proto.Uint32(imgVersion),
 		FdinfoPerId: proto.Bool(true),
-		RootIds:     ids,
+		RootIds:     results[0].ids(),
 		NsPerId:     proto.Bool(true),
 		Lsmtype:     inventory.Lsmtype_NO_LSM.Enum(),
 		DumpUptime:  proto.Uint64(uptimeMicros()),

@@ -54,6 +54,18 @@ func (pipeOpener) open(rf *fileRestore, f *fdinfo.FileEntry) (uint64, error) {
 }
 
 func newPipe(rf *fileRestore, pipeID uint32) (*pipeState, error) {
+	if holders, ok := rf.shared.pipes[pipeID]; ok {
+		// Created by a process restored earlier: import both ends.
+		ps := &pipeState{}
+		for i, h := range holders {
+			fd, err := importFd(rf.t, h)
+			if err != nil {
+				return nil, err
+			}
+			ps.ends[i] = fd
+		}
+		return ps, nil
+	}
 	addr, _ := rf.t.Scratch()
 	if _, err := rf.t.Syscall(unix.SYS_PIPE2, addr, 0); err != nil {
 		return nil, fmt.Errorf("pipe2: %w", err)
@@ -63,6 +75,17 @@ func newPipe(rf *fileRestore, pipeID uint32) (*pipeState, error) {
 		return nil, err
 	}
 	ps := &pipeState{ends: [2]uint64{uint64(binary.LittleEndian.Uint32(b)), uint64(binary.LittleEndian.Uint32(b[4:]))}}
+	// Keep a copy of both ends for the other processes of the tree that hold this pipe.
+	var holders [2]remoteFd
+	for i, end := range ps.ends {
+		keep := rf.nextPark()
+		if _, err := rf.t.Syscall(unix.SYS_DUP3, end, keep, unix.O_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("keep pipe end: %w", err)
+		}
+		holders[i] = remoteFd{t: rf.t, fd: keep}
+		rf.shared.strays = append(rf.shared.strays, holders[i])
+	}
+	rf.shared.pipes[pipeID] = holders
 	if data := rf.p.pipes[pipeID]; len(data) > 0 {
 		if err := fillPipe(rf.t.Pid, ps.ends[1], data); err != nil {
 			return nil, fmt.Errorf("pipe:[%d] data: %w", pipeID, err)

@@ -13,11 +13,13 @@ import (
 // fileRestore is the state of restoring one task's fds; fd kinds keep their own state in it.
 type fileRestore struct {
 	opts   *Options
+	shared *sharedFiles // files shared with other processes of the tree
 	t      *compel.Task
 	p      *plan
 	park   uint64            // next parking fd number
 	parked map[uint32]uint64 // file id -> parking fd
 	pipes  map[uint32]*pipeState
+	kinds  map[string]any // state of the other fd kinds, by kind (see kindState)
 }
 
 // fdOpener restores one kind of file: it creates the file inside the task and returns the task's fd (any
@@ -32,21 +34,32 @@ type lateOpener interface {
 	late() bool
 }
 
-var fdOpeners = map[fdinfo.FdTypes]fdOpener{}
+// fdFinisher runs once every fd has its dumped number, before the parking fds are closed (file locks,
+// which name the fds they are taken on).
+type fdFinisher interface {
+	finish(rf *fileRestore) error
+}
+
+var (
+	fdOpeners   = map[fdinfo.FdTypes]fdOpener{}
+	fdFinishers []fdFinisher
+)
 
 func registerFdOpener(t fdinfo.FdTypes, o fdOpener) { fdOpeners[t] = o }
+
+func registerFdFinisher(f fdFinisher) { fdFinishers = append(fdFinishers, f) }
 
 // restoreFiles recreates the task's file descriptors. Each open file is created once, parked on a high fd
 // number (so that creating the next one cannot take a number that is still needed), then dup3()ed to
 // every fd that refers to it, and the parking fds are closed.
-func restoreFiles(t *compel.Task, p *plan, opts *Options) error {
+func restoreFiles(t *compel.Task, p *plan, opts *Options, shared *sharedFiles) error {
 	maxFd := uint32(0)
 	for _, fd := range p.fds {
 		if fd.GetFd() > maxFd {
 			maxFd = fd.GetFd()
 		}
 	}
-	rf := &fileRestore{opts: opts, t: t, p: p, park: uint64(maxFd) + 1, parked: map[uint32]uint64{}}
+	rf := &fileRestore{opts: opts, shared: shared, t: t, p: p, park: uint64(maxFd) + 1, parked: map[uint32]uint64{}}
 	var ids []uint32
 	seen := map[uint32]bool{}
 	for _, fd := range p.fds {
@@ -66,7 +79,13 @@ func restoreFiles(t *compel.Task, p *plan, opts *Options) error {
 			if lo, ok := o.(lateOpener); (ok && lo.late()) != late {
 				continue
 			}
-			fd, err := o.open(rf, f)
+			var fd uint64
+			var err error
+			if from, ok := shared.byID[id]; ok {
+				fd, err = importFd(t, from) // created by a process restored earlier
+			} else {
+				fd, err = o.open(rf, f)
+			}
 			if err != nil {
 				return fmt.Errorf("file id %d (%v): %w", id, f.GetType(), err)
 			}
@@ -77,6 +96,16 @@ func restoreFiles(t *compel.Task, p *plan, opts *Options) error {
 		if err := rf.install(late); err != nil {
 			return err
 		}
+		for _, fd := range p.fds {
+			if _, ok := shared.byID[fd.GetId()]; !ok {
+				shared.byID[fd.GetId()] = remoteFd{t: t, fd: uint64(fd.GetFd())}
+			}
+		}
+	}
+	for _, f := range fdFinishers {
+		if err := f.finish(rf); err != nil {
+			return err
+		}
 	}
 	for _, pfd := range rf.parked {
 		if _, err := t.Syscall(unix.SYS_CLOSE, pfd); err != nil {
@@ -84,6 +113,12 @@ func restoreFiles(t *compel.Task, p *plan, opts *Options) error {
 		}
 	}
 	return nil
+}
+
+// nextPark returns a free fd number above every dumped one.
+func (rf *fileRestore) nextPark() uint64 {
+	rf.park++
+	return rf.park - 1
 }
 
 func (rf *fileRestore) parkFd(fd uint64, id uint32) error {

@@ -65,9 +65,10 @@ type addressSpace struct {
 	mappedProt map[uint64]uint32
 }
 
-// setupRestorer maps the restorer area and moves injection into it.
+// setupRestorer maps the restorer area where neither the task's current mappings nor any of avoid lie
+// (the mappings of every process it will be forked into), and moves injection into it.
 // Preconditions: called from Tracer.Do.
-func (as *addressSpace) setupRestorer() error {
+func (as *addressSpace) setupRestorer(avoid []span) error {
 	cur, err := procfs.Maps(as.t.Pid)
 	if err != nil {
 		return err
@@ -76,9 +77,7 @@ func (as *addressSpace) setupRestorer() error {
 	for _, m := range cur {
 		used = append(used, span{m.Start, m.End})
 	}
-	for _, v := range as.p.vmas {
-		used = append(used, span{v.GetStart(), v.GetEnd()})
-	}
+	used = append(used, avoid...)
 	addr, err := freeSpan(used, restorerSize)
 	if err != nil {
 		return err

@@ -19,9 +19,13 @@ type Options struct {
 	TCPEstablished bool
 	// NetworkLock: "ebpf" (default) or "skip", as for the dump.
 	NetworkLock string
-	Log         *zap.Logger
+	// Notify, if set, is told when the network is locked and unlocked (see Notify).
+	Notify Notify
+	Log    *zap.Logger
 	// Progress, if set, is called from time to time with memory bytes restored so far and the total.
 	Progress func(done, total uint64)
+
+	net *netRestore // set by Run: inet sockets and the network lock (fd_inet_lock.go)
 }
 
 // Stats are the numbers of one restore.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -16,23 +17,39 @@ import (
 	"github.com/lazyr/lazyr/internal/regs"
 )
 
-// Run restores the image set in opts.ImagesDir and leaves the process running. tr is the tracer whose
-// thread does all ptrace work; the restored process's parent is that thread (see package compel).
+// threadFlags make a new thread of the calling task's process.
+const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND | unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+
+// Run restores the image set in opts.ImagesDir and leaves the processes running. tr is the tracer whose
+// thread does all ptrace work; the root process's parent is that thread (see package compel).
 func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) {
 	log := opts.Log
 	if log == nil {
 		log = zap.NewNop()
 	}
 	start := time.Now()
-	p, err := load(opts.ImagesDir)
+	tp, err := load(opts.ImagesDir)
 	if err != nil {
 		return nil, err
 	}
-	log.Debug("images read", zap.Duration("elapsed", time.Since(start)))
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.pid)); err == nil {
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.pid))
-		return nil, fmt.Errorf("pid %d is in use (by %q): %w", p.pid, string(trimNL(comm)), ErrPidInUse)
+	log.Debug("images read", zap.Duration("elapsed", time.Since(start)), zap.Int("processes", len(tp.procs)))
+	for _, p := range tp.procs {
+		ids := append([]int{p.pid}, p.tids()...)
+		for _, id := range ids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", id)); err == nil {
+				comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", id))
+				return nil, fmt.Errorf("pid %d is in use (by %q): %w", id, string(trimNL(comm)), ErrPidInUse)
+			}
+		}
 	}
+	root := tp.procs[0]
+	// Network hook (fd_inet_lock.go): sockets checked and the dump's lock taken over before anything is
+	// created; unlocked right before the tasks run, released on failure.
+	network, err := prepareNetwork(root.dir, root.files, &opts, log)
+	if err != nil {
+		return nil, err
+	}
+	defer network.close()
 	var lazy *lazyHandoff
 	if opts.LazyPages {
 		// Before anything is created: a restore whose daemon is not there must fail cleanly.
@@ -41,26 +58,16 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 		}
 		defer lazy.close()
 	}
-	res := &Result{Pid: p.pid}
+	res := &Result{Pid: root.pid}
 	err = tr.Do(func() error {
-		stub, err := tr.StartStub()
-		if err != nil {
+		r := &treeRestore{tr: tr, tp: tp, opts: opts, lazy: lazy, log: log, tasks: map[int]*compel.Task{}}
+		if err := r.create(); err != nil {
+			r.killAll()
 			return err
 		}
-		defer stub.Kill()
-		t, err := stub.CloneWithPid(p.pid, unix.CLONE_PARENT)
-		if err != nil {
-			if errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("pid %d is in use: %w", p.pid, ErrPidInUse)
-			}
-			return fmt.Errorf("create task with pid %d: %w", p.pid, err)
-		}
 		res.Stats.ForkingTime = time.Since(start)
-		if err := stub.Kill(); err != nil {
-			log.Debug("killing the stub", zap.Error(err))
-		}
-		if err := build(ctx, t, p, opts, lazy, &res.Stats, log); err != nil {
-			_ = t.Kill()
+		if err := r.build(ctx, &res.Stats); err != nil {
+			r.killAll()
 			return err
 		}
 		return nil
@@ -79,22 +86,165 @@ func trimNL(b []byte) []byte {
 	return b
 }
 
-// build turns the fresh task into the dumped one and lets it run.
-// Preconditions: called from Tracer.Do.
-func build(ctx context.Context, t *compel.Task, p *plan, opts Options, lazy *lazyHandoff, st *Stats, log *zap.Logger) error {
-	as := &addressSpace{t: t, p: p}
-	if err := as.setupRestorer(); err != nil {
+// tids lists the process's non-leader thread ids.
+func (p *plan) tids() []int {
+	var out []int
+	for _, t := range p.threads {
+		out = append(out, t.tid)
+	}
+	return out
+}
+
+// treeRestore is one restore in progress.
+// Preconditions for all its methods: called from Tracer.Do.
+type treeRestore struct {
+	tr       *compel.Tracer
+	tp       *treePlan
+	opts     Options
+	lazy     *lazyHandoff
+	log      *zap.Logger
+	tasks    map[int]*compel.Task   // leader of every created process, by pid
+	threads  map[int][]*compel.Task // other threads, by process
+	spaces   map[int]*addressSpace
+	shared   *sharedFiles
+	restorer uint64
+}
+
+// create makes every process of the tree, each by its own parent so that parent links, sessions and
+// groups come out right: the stub clone3()s the root (CLONE_PARENT: lazyr is the parent), the root gets the
+// restorer area, and every other process is forked from its parent and inherits it.
+func (r *treeRestore) create() error {
+	tr := r.tp.procs[0]
+	stub, err := r.tr.StartStub()
+	if err != nil {
+		return err
+	}
+	defer stub.Kill()
+	t, err := stub.CloneWithPid(tr.pid, unix.CLONE_PARENT)
+	if err != nil {
+		return pidError(tr.pid, err)
+	}
+	r.tasks[tr.pid] = t
+	// Signals stay blocked while lazyr works in the tasks (a zombie's SIGCHLD, say, must not interrupt an
+	// injected syscall); children inherit the mask, and setCPU puts the dumped one back.
+	if err := t.SetSigMask(^uint64(0)); err != nil {
+		return err
+	}
+	if err := stub.Kill(); err != nil {
+		r.log.Debug("killing the stub", zap.Error(err))
+	}
+	as := &addressSpace{t: t, p: tr}
+	if err := as.setupRestorer(r.allVMAs()); err != nil {
 		return err
 	}
 	if err := as.clearStub(); err != nil {
 		return err
+	}
+	r.restorer = as.restorer
+	if err := restoreSession(t, tr, r.log); err != nil {
+		return err
+	}
+	for _, p := range r.tp.procs[1:] {
+		parent := r.tasks[p.parent.pid]
+		if parent == nil {
+			return fmt.Errorf("%w: process %d has a zombie parent %d", ErrUnsupported, p.pid, p.parent.pid)
+		}
+		c, err := parent.CloneWithPid(p.pid, 0)
+		if err != nil {
+			return pidError(p.pid, err)
+		}
+		r.tasks[p.pid] = c
+		if err := restoreSession(c, p, r.log); err != nil {
+			return fmt.Errorf("process %d: %w", p.pid, err)
+		}
+	}
+	return nil
+}
+
+func pidError(pid int, err error) error {
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("pid %d is in use: %w", pid, ErrPidInUse)
+	}
+	return fmt.Errorf("create task with pid %d: %w", pid, err)
+}
+
+// allVMAs lists every mapping of every process, for placing the restorer where none of them lies.
+func (r *treeRestore) allVMAs() []span {
+	var out []span
+	for _, p := range r.tp.procs {
+		for _, v := range p.vmas {
+			out = append(out, span{v.GetStart(), v.GetEnd()})
+		}
+	}
+	return out
+}
+
+// build turns every created task into the dumped one and lets them all run.
+func (r *treeRestore) build(ctx context.Context, st *Stats) error {
+	r.threads = map[int][]*compel.Task{}
+	r.spaces = map[int]*addressSpace{}
+	r.shared = newSharedFiles()
+	// Zombies first: they only have to die with their exit code. Children before parents would not
+	// matter: a zombie's parent is stopped and does not reap it.
+	for _, p := range r.tp.procs {
+		if p.zombie {
+			if err := makeZombie(r.tasks[p.pid], p); err != nil {
+				return fmt.Errorf("zombie %d: %w", p.pid, err)
+			}
+			delete(r.tasks, p.pid)
+		}
+	}
+	for i, p := range r.tp.procs {
+		if p.zombie {
+			continue
+		}
+		if err := r.buildProc(ctx, p, i == 0, st); err != nil {
+			return fmt.Errorf("process %d: %w", p.pid, err)
+		}
+	}
+	if err := r.shared.closeStrays(); err != nil {
+		return err
+	}
+	if r.lazy != nil {
+		if err := r.lazy.done(); err != nil {
+			return err
+		}
+	}
+	// Network hook (fd_inet_lock.go): lock released and connections out of repair mode before the tasks run.
+	if err := r.opts.net.unlock(); err != nil {
+		return err
+	}
+	// Children first: a parent that runs first could wait for a child that is not running yet; harmless,
+	// but children-first also makes the root, which lazyr waits for, the last one to go.
+	for i := len(r.tp.procs) - 1; i >= 0; i-- {
+		p := r.tp.procs[i]
+		if p.zombie {
+			continue
+		}
+		if err := r.finish(p); err != nil {
+			return fmt.Errorf("process %d: %w", p.pid, err)
+		}
+	}
+	return nil
+}
+
+// buildProc rebuilds one process: address space, memory, files, kernel state, threads.
+func (r *treeRestore) buildProc(ctx context.Context, p *plan, isRoot bool, st *Stats) error {
+	t := r.tasks[p.pid]
+	opts, log := r.opts, r.log
+	as := &addressSpace{t: t, p: p, restorer: r.restorer}
+	r.spaces[p.pid] = as
+	if !isRoot {
+		if err := as.clearStub(); err != nil { // the parent's mappings and fds at fork time
+			return err
+		}
 	}
 	if err := as.moveVDSO(); err != nil {
 		return err
 	}
 	// Which pages the daemon fills: private anonymous memory outside the stack.
 	isLazyVMA := func(v *vma.VmaEntry) bool {
-		return lazy != nil && v.GetStatus()&images.VMAAnonPrivate != 0 && v.GetStatus()&images.VMAAreaStack == 0
+		return r.lazy != nil && v.GetStatus()&images.VMAAnonPrivate != 0 && v.GetStatus()&images.VMAAreaStack == 0
 	}
 	hasPages := func(v *vma.VmaEntry) bool {
 		if isLazyVMA(v) {
@@ -117,24 +267,23 @@ func build(ctx context.Context, t *compel.Task, p *plan, opts Options, lazy *laz
 	// The dump marks exactly the pages of lazy-able mappings PE_LAZY, and never merges them with others.
 	skip := func(e images.Extent) bool {
 		v := p.vmaAt(e.Vaddr)
-		return lazy != nil && e.Flags&images.PELazy != 0 && v != nil && isLazyVMA(v)
+		return r.lazy != nil && e.Flags&images.PELazy != 0 && v != nil && isLazyVMA(v)
 	}
-	log.Debug("mappings created", zap.Duration("memory_start", time.Since(memStart)))
-	if lazy != nil {
-		n, err := lazy.register(t, p, isLazyVMA)
+	if r.lazy != nil {
+		n, err := r.lazy.register(t, p, isLazyVMA)
 		if err != nil {
 			return err
 		}
-		st.PagesLazy = n
-		log.Debug("lazy memory handed to the daemon", zap.Duration("elapsed", time.Since(memStart)))
+		st.PagesLazy += n
+		log.Debug("lazy memory handed to the daemon", zap.Int("pid", p.pid), zap.Duration("elapsed", time.Since(memStart)))
 	}
 	n, err := fillEager(t, p, skip, opts.Progress)
 	if err != nil {
 		return err
 	}
-	st.PagesRestored = n
-	st.MemoryTime = time.Since(memStart)
-	log.Debug("memory filled", zap.Duration("elapsed", st.MemoryTime))
+	st.PagesRestored += n
+	st.MemoryTime += time.Since(memStart)
+	log.Debug("memory filled", zap.Int("pid", p.pid), zap.Duration("elapsed", time.Since(memStart)))
 	if err := as.closeFiles(); err != nil {
 		return err
 	}
@@ -144,13 +293,10 @@ func build(ctx context.Context, t *compel.Task, p *plan, opts Options, lazy *laz
 	if err := as.setMM(); err != nil {
 		return err
 	}
-	if err := restoreFiles(t, p, &opts); err != nil {
+	if err := restoreFiles(t, p, &opts, r.shared); err != nil {
 		return err
 	}
 	if err := restoreFS(t, p); err != nil {
-		return err
-	}
-	if err := restoreIdentity(t, p, log); err != nil {
 		return err
 	}
 	if err := restoreSignals(t, p); err != nil {
@@ -159,49 +305,144 @@ func build(ctx context.Context, t *compel.Task, p *plan, opts Options, lazy *laz
 	if err := restoreLimits(t, p, log); err != nil {
 		return err
 	}
-	if err := restoreThreadState(t, p, opts); err != nil {
+	if err := restoreProcessState(t, p); err != nil {
 		return err
 	}
-	if err := restoreCreds(t, p); err != nil {
+	// Threads: cloned by the leader into the rebuilt address space, with their dumped ids.
+	for _, th := range p.threads {
+		c, err := t.CloneWithPid(th.tid, threadFlags)
+		if err != nil {
+			return fmt.Errorf("thread %d: %w", th.tid, pidError(th.tid, err))
+		}
+		r.threads[p.pid] = append(r.threads[p.pid], c)
+	}
+	if err := restoreThreadState(t, p.core, isRoot, opts); err != nil {
 		return err
+	}
+	for i, th := range p.threads {
+		if err := r.threads[p.pid][i].SetSigMask(^uint64(0)); err != nil {
+			return err
+		}
+		if err := restoreThreadState(r.threads[p.pid][i], th.core, isRoot, opts); err != nil {
+			return fmt.Errorf("thread %d: %w", th.tid, err)
+		}
+	}
+	// Credentials last: everything above may need root's privileges in the task.
+	if err := restoreCreds(t, p, p.core); err != nil {
+		return err
+	}
+	for i, th := range p.threads {
+		if err := restoreCreds(r.threads[p.pid][i], p, th.core); err != nil {
+			return fmt.Errorf("thread %d: %w", th.tid, err)
+		}
 	}
 	if err := restoreTimers(t, p); err != nil {
 		return err
 	}
-	if lazy != nil {
-		if err := lazy.done(); err != nil {
+	log.Debug("task state restored", zap.Int("pid", p.pid), zap.Duration("elapsed", time.Since(memStart)))
+	return nil
+}
+
+// finish removes the restorer area and resumes every thread of p with its dumped CPU state.
+func (r *treeRestore) finish(p *plan) error {
+	leader := r.tasks[p.pid]
+	threads := r.threads[p.pid]
+	cores := []*threadPlan{{tid: p.pid, core: p.core}}
+	for i := range p.threads {
+		cores = append(cores, &p.threads[i])
+	}
+	all := append([]*compel.Task{leader}, threads...)
+	for i, t := range all {
+		if err := setCPU(t, cores[i].core); err != nil {
+			return fmt.Errorf("thread %d: %w", cores[i].tid, err)
+		}
+	}
+	// The last injected syscall unmaps the area its own instruction lives in; the single-step trap stops
+	// the task right after it, before anything is fetched from the unmapped page.
+	if _, err := leader.Syscall(unix.SYS_MUNMAP, r.restorer, restorerSize); err != nil {
+		return fmt.Errorf("unmap restorer: %w", err)
+	}
+	for i, t := range all {
+		gp := cores[i].core.GetThreadInfo().GetGpregs()
+		if err := t.SetRegs(regs.PrepareResume(regs.FromImage(gp))); err != nil {
 			return err
 		}
 	}
-	log.Debug("task state restored", zap.Duration("elapsed", time.Since(memStart)))
-	return finish(t, p, as.restorer)
+	// Other threads first, so nothing runs while a sibling is still being set up.
+	for i := len(all) - 1; i >= 0; i-- {
+		if err := all[i].Detach(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// finish removes the restorer area and resumes the task with its dumped CPU state.
-func finish(t *compel.Task, p *plan, restorer uint64) error {
+// setCPU loads a thread's FPU state and signal mask (the leader's mask is in the task core).
+func setCPU(t *compel.Task, core *criu_core.CoreEntry) error {
 	base, err := t.XState()
 	if err != nil {
 		return err
 	}
-	x, err := regs.FPUFromImage(p.core.GetThreadInfo().GetFpregs(), base)
+	x, err := regs.FPUFromImage(core.GetThreadInfo().GetFpregs(), base)
 	if err != nil {
 		return err
 	}
 	if err := t.SetXState(x); err != nil {
 		return err
 	}
-	if err := t.SetSigMask(p.core.GetTc().GetBlkSigset()); err != nil {
+	mask := core.GetThreadCore().GetBlkSigset()
+	if tc := core.GetTc(); tc != nil {
+		mask = tc.GetBlkSigset()
+	}
+	return t.SetSigMask(mask)
+}
+
+// makeZombie makes a created task die the way the dumped zombie did, leaving it for its parent to reap.
+func makeZombie(t *compel.Task, p *plan) error {
+	status := p.core.GetTc().GetExitCode() // a wait status, as /proc/PID/stat shows it
+	if err := restoreName(t, p.core.GetTc().GetComm()); err != nil {
 		return err
 	}
-	// The last injected syscall unmaps the area its own instruction lives in; the single-step trap stops
-	// the task right after it, before anything is fetched from the unmapped page.
-	if _, err := t.Syscall(unix.SYS_MUNMAP, restorer, restorerSize); err != nil {
-		return fmt.Errorf("unmap restorer: %w", err)
+	var err error
+	if sig := status & 0x7f; sig != 0 {
+		// Killed by a signal: send it to itself with the default action.
+		addr, werr := t.WriteScratch(0, le64(0, 0, 0, 0))
+		if werr != nil {
+			return werr
+		}
+		if _, err = t.Syscall(unix.SYS_RT_SIGACTION, uint64(sig), addr, 0, 8); err != nil {
+			return err
+		}
+		_, err = t.SyscallRaw(unix.SYS_KILL, nil, uint64(p.pid), uint64(sig))
+		if err == nil {
+			// The signal is delivered on the way back to user space; let it go.
+			_ = unix.PtraceCont(t.Pid, int(sig))
+			err = t.Reap()
+		}
+	} else {
+		_, err = t.SyscallRaw(unix.SYS_EXIT_GROUP, nil, uint64(status>>8))
 	}
-	if err := t.SetRegs(regs.PrepareResume(regs.FromImage(p.core.GetThreadInfo().GetGpregs()))); err != nil {
+	if err != nil && !errors.Is(err, compel.ErrExited) {
 		return err
 	}
-	return t.Detach()
+	return nil
+}
+
+// killAll kills every task created so far (PTRACE_O_EXITKILL would do it when lazyr exits, too).
+func (r *treeRestore) killAll() {
+	for _, ts := range r.threads {
+		for _, t := range ts {
+			_ = unix.Kill(t.Pid, unix.SIGKILL)
+		}
+	}
+	for _, t := range r.tasks {
+		_ = t.Kill()
+	}
+	for _, ts := range r.threads {
+		for _, t := range ts {
+			_ = t.Reap()
+		}
+	}
 }
 
 // Wait waits for a restored process (lazyr's child) to exit and returns its exit code, 128+signal for a

@@ -9,6 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lazyr/lazyr/compel"
+
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 )
 
 const ssDisable = 2 // SS_DISABLE
@@ -21,26 +23,45 @@ func le64(vals ...uint64) []byte {
 	return b
 }
 
-// restoreIdentity sets the session, process group and name.
-func restoreIdentity(t *compel.Task, p *plan, log *zap.Logger) error {
+// restoreSession puts a freshly created task into its dumped session and process group. It runs right
+// after the task is created and before it creates its own children, so that they inherit both.
+func restoreSession(t *compel.Task, p *plan, log *zap.Logger) error {
 	pid := uint32(p.pid)
+	sid, pgid := p.tree.GetSid(), p.tree.GetPgid()
 	switch {
-	case p.tree.GetSid() == pid:
+	case sid == pid:
 		if _, err := t.Syscall(unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("setsid: %w", err)
 		}
-	case p.tree.GetPgid() == pid:
+	case pgid == pid:
 		if _, err := t.Syscall(unix.SYS_SETPGID, 0, 0); err != nil {
 			return fmt.Errorf("setpgid: %w", err)
 		}
-	default:
+	case p.parent != nil && p.parent.tree.GetSid() == sid:
+		// Same session as the parent: join the group (its leader is created before us, being
+		// created by a process that comes earlier in the tree).
+		if pgid != p.parent.tree.GetPgid() {
+			if _, err := t.Syscall(unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
+				return fmt.Errorf("setpgid(%d): %w", pgid, err)
+			}
+		}
+	case p.parent == nil:
 		// Joining a session or group of a process outside the image is what --shell-job is about.
 		log.Warn("process stays in lazyr's session and process group",
-			zap.Uint32("dumped_sid", p.tree.GetSid()), zap.Uint32("dumped_pgid", p.tree.GetPgid()))
+			zap.Uint32("dumped_sid", sid), zap.Uint32("dumped_pgid", pgid))
+	default:
+		return fmt.Errorf("process %d is in session %d, neither its own nor its parent's: %w", p.pid, sid, ErrUnsupported)
 	}
-	comm := p.core.GetTc().GetComm()
+	return nil
+}
+
+// restoreName sets the thread's name.
+func restoreName(t *compel.Task, comm string) error {
 	if len(comm) > 15 {
 		comm = comm[:15]
+	}
+	if comm == "" {
+		return nil
 	}
 	addr, err := t.WriteScratch(0, append([]byte(comm), 0))
 	if err != nil {
@@ -52,7 +73,7 @@ func restoreIdentity(t *compel.Task, p *plan, log *zap.Logger) error {
 	return nil
 }
 
-// restoreSignals installs the signal handlers and the alternate signal stack.
+// restoreSignals installs the signal handlers (shared by all threads).
 func restoreSignals(t *compel.Task, p *plan) error {
 	// Default dispositions are set too: the stub inherits ignored signals from lazyr's own parent.
 	var structs []byte
@@ -78,7 +99,12 @@ func restoreSignals(t *compel.Task, p *plan) error {
 			return err
 		}
 	}
-	sas := p.core.GetThreadCore().GetSas()
+	return nil
+}
+
+// restoreAltStack sets a thread's alternate signal stack.
+func restoreAltStack(t *compel.Task, core *criu_core.CoreEntry) error {
+	sas := core.GetThreadCore().GetSas()
 	if sas != nil && sas.GetSsFlags()&ssDisable == 0 {
 		// SS_ONSTACK only reports that the task was running on that stack; it is not a settable flag.
 		flags := uint64(sas.GetSsFlags()) &^ 1
@@ -122,11 +148,18 @@ func restoreLimits(t *compel.Task, p *plan, log *zap.Logger) error {
 	return nil
 }
 
-// restoreThreadState restores the per-thread kernel registrations: clear_tid, robust list, personality,
-// pdeath signal, subreaper, THP, rseq.
-func restoreThreadState(t *compel.Task, p *plan, opts Options) error {
-	tc := p.core.GetThreadCore()
-	if _, err := t.Syscall(unix.SYS_SET_TID_ADDRESS, p.core.GetThreadInfo().GetClearTidAddr()); err != nil {
+// restoreThreadState restores a thread's own kernel registrations: name, alternate signal stack,
+// clear_tid, robust list, pdeath signal, rseq. root says whether the thread belongs to the tree's root,
+// whose parent is lazyr itself.
+func restoreThreadState(t *compel.Task, core *criu_core.CoreEntry, root bool, opts Options) error {
+	tc := core.GetThreadCore()
+	if err := restoreName(t, tc.GetComm()); err != nil {
+		return err
+	}
+	if err := restoreAltStack(t, core); err != nil {
+		return err
+	}
+	if _, err := t.Syscall(unix.SYS_SET_TID_ADDRESS, core.GetThreadInfo().GetClearTidAddr()); err != nil {
 		return fmt.Errorf("set_tid_address: %w", err)
 	}
 	if tc.GetFutexRla() != 0 {
@@ -134,15 +167,25 @@ func restoreThreadState(t *compel.Task, p *plan, opts Options) error {
 			return fmt.Errorf("set_robust_list: %w", err)
 		}
 	}
-	if _, err := t.Syscall(unix.SYS_PERSONALITY, uint64(p.core.GetTc().GetPersonality())); err != nil {
-		return fmt.Errorf("personality: %w", err)
-	}
-	// The root task's parent is lazyr: a parent-death signal would fire as soon as lazyr exits, so it is
-	// restored only while lazyr stays and waits.
-	if sig := tc.GetPdeathSig(); sig != 0 && !opts.Detached {
+	// The root task's parent is lazyr: a parent-death signal would fire as soon as lazyr exits, so there
+	// it is restored only while lazyr stays and waits.
+	if sig := tc.GetPdeathSig(); sig != 0 && (!root || !opts.Detached) {
 		if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
 			return fmt.Errorf("pdeath signal: %w", err)
 		}
+	}
+	if r := tc.GetRseqEntry(); r != nil && r.GetRseqAbiPointer() != 0 {
+		if _, err := t.Syscall(unix.SYS_RSEQ, r.GetRseqAbiPointer(), uint64(r.GetRseqAbiSize()), 0, uint64(r.GetSignature())); err != nil {
+			return fmt.Errorf("rseq: %w", err)
+		}
+	}
+	return nil
+}
+
+// restoreProcessState restores the process-wide registrations: personality, subreaper, THP.
+func restoreProcessState(t *compel.Task, p *plan) error {
+	if _, err := t.Syscall(unix.SYS_PERSONALITY, uint64(p.core.GetTc().GetPersonality())); err != nil {
+		return fmt.Errorf("personality: %w", err)
 	}
 	if p.core.GetTc().GetChildSubreaper() {
 		if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
@@ -152,11 +195,6 @@ func restoreThreadState(t *compel.Task, p *plan, opts Options) error {
 	if p.mm.GetThpDisabled() {
 		if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("THP disable: %w", err)
-		}
-	}
-	if r := tc.GetRseqEntry(); r != nil && r.GetRseqAbiPointer() != 0 {
-		if _, err := t.Syscall(unix.SYS_RSEQ, r.GetRseqAbiPointer(), uint64(r.GetRseqAbiSize()), 0, uint64(r.GetSignature())); err != nil {
-			return fmt.Errorf("rseq: %w", err)
 		}
 	}
 	return nil
@@ -188,10 +226,10 @@ func restoreTimers(t *compel.Task, p *plan) error {
 	return nil
 }
 
-// restoreCreds switches to the dumped ids when they differ from lazyr's (root). This comes after
-// everything that needs privileges in the task (PR_SET_MM_MAP, opening files).
-func restoreCreds(t *compel.Task, p *plan) error {
-	c := p.core.GetThreadCore().GetCreds()
+// restoreCreds switches a thread to its dumped ids when they differ from lazyr's (root). This comes after
+// everything that needs privileges in the task (PR_SET_MM_MAP, opening files). Credentials are per thread.
+func restoreCreds(t *compel.Task, p *plan, core *criu_core.CoreEntry) error {
+	c := core.GetThreadCore().GetCreds()
 	if c == nil {
 		return nil
 	}
