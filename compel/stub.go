@@ -141,11 +141,13 @@ func (t *Task) CloneWithPid(pid int, flags uint64) (*Task, error) {
 	if int64(ret) < 0 {
 		return nil, &SyscallError{Nr: unix.SYS_CLONE3, Errno: unix.Errno(-int64(ret))}
 	}
+	// The event message is the new task's pid as the tracer sees it; clone3's result is its pid in the
+	// caller's namespace, which is the one set_tid chose unless the child starts a new PID namespace.
 	if child == 0 {
 		child = int(ret)
 	}
-	if child != pid {
-		return nil, fmt.Errorf("clone3 created pid %d, wanted %d", child, pid)
+	if flags&unix.CLONE_NEWPID == 0 && int(ret) != pid {
+		return nil, fmt.Errorf("clone3 created pid %d, wanted %d", ret, pid)
 	}
 	c := &Task{Pid: child, tr: t.tr, gadget: t.gadget, scratch: t.scratch, scratchLen: t.scratchLen,
 		batchCode: t.batchCode, batchTable: t.batchTable, batchTableSize: t.batchTableSize}

@@ -41,6 +41,7 @@ type procInfo struct {
 // threadInfo is one thread's own state.
 type threadInfo struct {
 	tid     int
+	vtid    int // in the tree's PID namespace
 	regs    *core_x86.UserX86RegsEntry
 	fpu     *core_x86.UserX86FpregsEntry
 	sigmask uint64
@@ -77,6 +78,7 @@ func readThread(pid int, t *compel.Task) (*threadInfo, error) {
 		return nil, err
 	}
 	th.comm = th.status.Name
+	th.vtid = last(th.status.NSpid, t.Pid)
 	if th.inj, err = queryThread(t); err != nil {
 		return nil, err
 	}

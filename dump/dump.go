@@ -39,6 +39,9 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Stats, error) {
 	}
 	defer network.close()
 	st := &Stats{}
+	if opts.ServeLazy != nil {
+		opts.lazy = newLazySource() // lazy dump hook (lazy_source.go)
+	}
 	start := time.Now()
 	var procs []*proc
 	err = tr.Do(func() error {
@@ -60,6 +63,17 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Stats, error) {
 				log.Error("releasing the tree after a failed dump", zap.Error(rerr))
 			}
 			return err
+		}
+		// Lazy dump hook (lazy_serve.go): the frozen tree's memory is served until the destination has every
+		// page; an aborted transfer releases the tree unharmed.
+		if opts.ServeLazy != nil {
+			if err := serveLazy(ctx, procs, opts, log); err != nil {
+				giveBackNetwork(network, log)
+				if rerr := releaseTree(procs); rerr != nil {
+					log.Error("releasing the tree after an aborted lazy dump", zap.Error(rerr))
+				}
+				return err
+			}
 		}
 		st.FrozenTime = time.Since(frozen)
 		if opts.LeaveRunning {
@@ -176,6 +190,12 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 		if r.inj, err = query(leader); err != nil {
 			return err
 		}
+		// The init of its own PID namespace carries the tree's UTS namespace, if it has one of its own.
+		if p.vpid == 1 && !sameNS(p.pid, "uts") {
+			if r.uts, err = dumpUTS(leader); err != nil {
+				return err
+			}
+		}
 		for _, t := range p.threads {
 			t.SetGadget(leader.Gadget())
 			t.SetScratch(addr, scratchSize)
@@ -207,7 +227,7 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 	if err != nil {
 		return nil, err
 	}
-	if err := writePages(dir, p.pid, id, r.areas, runs, st, opts.Progress); err != nil {
+	if err := writePages(dir, p.pid, p.vpid, id, r.areas, runs, st, opts.Progress, opts.lazy.proc(p.pid, p.vpid)); err != nil {
 		return nil, err
 	}
 	return r, nil

@@ -81,8 +81,9 @@ func scanPages(pid int, areas []*area, st *Stats) ([]run, error) {
 
 // writePages copies the runs out of the task into pagemap-PID.img / pages-1.img.
 // Areas without read permission are read through /proc/PID/mem, which may read them (FOLL_FORCE).
-func writePages(dir *images.Dir, pid int, pagesID uint32, areas []*area, runs []run, st *Stats, progress func(done, total uint64)) error {
-	w, err := dir.CreatePagemap(pid, pagesID)
+// lazy is nil except in a lazy dump (lazy_source.go): lazy runs then get pagemap entries without data.
+func writePages(dir *images.Dir, pid, vpid int, pagesID uint32, areas []*area, runs []run, st *Stats, progress func(done, total uint64), lazy *lazyProc) error {
+	w, err := dir.CreatePagemap(vpid, pagesID)
 	if err != nil {
 		return err
 	}
@@ -116,10 +117,18 @@ func writePages(dir *images.Dir, pid int, pagesID uint32, areas []*area, runs []
 	lastProgress := time.Now()
 	// Gather up to chunkSize bytes of consecutive runs into one process_vm_readv.
 	for i := 0; i < len(runs); {
+		// Lazy dump hook (lazy_source.go): a lazy run's data stays in the frozen task and is served from there.
+		if lazy.leaves(runs[i]) {
+			if err := lazy.leave(w, runs[i], unreadable(runs[i].addr), st); err != nil {
+				return err
+			}
+			i++
+			continue
+		}
 		var segs []sys.Segment
 		var parts []run
 		size := 0
-		for i < len(runs) && size < chunkSize {
+		for i < len(runs) && size < chunkSize && !lazy.leaves(runs[i]) {
 			r := runs[i]
 			n := int(r.pages * images.PageSize)
 			if n > chunkSize-size {
@@ -149,6 +158,7 @@ func writePages(dir *images.Dir, pid int, pagesID uint32, areas []*area, runs []
 			if err := w.Add(p.addr, buf[off:off+n], p.flags); err != nil {
 				return fmt.Errorf("write pages: %w", err)
 			}
+			lazy.record(p, unreadable(p.addr)) // lazy dump hook
 			if p.flags&images.PELazy != 0 {
 				st.PagesLazy += p.pages
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -14,12 +15,25 @@ import (
 
 // proc is one process of the tree while it is frozen.
 type proc struct {
-	pid, ppid int
-	threads   []*compel.Task // threads[0] is the thread-group leader
-	zombie    bool
-	exitCode  int
-	stat      *procfs.Stat
+	pid, ppid int // as lazyr sees them
+	// vpid, vppid, vpgid, vsid are the ids inside the tree's PID namespace: what the images record.
+	vpid, vppid, vpgid, vsid int
+	threads                  []*compel.Task // threads[0] is the thread-group leader
+	zombie                   bool
+	exitCode                 int
+	stat                     *procfs.Stat
 }
+
+// last returns the innermost id of a /proc NSpid-style list (or def if the kernel gave none).
+func last(ids []int, def int) int {
+	if len(ids) == 0 {
+		return def
+	}
+	return ids[len(ids)-1]
+}
+
+// nsDepth is the number of PID namespace levels lazyr's /proc shows for a task.
+func nsDepth(st *procfs.Status) int { return max(len(st.NSpid), 1) }
 
 // seizeTree freezes root, all its threads and all its descendants (with their threads), parents before
 // children. A frozen task cannot fork or clone, so after a task is frozen its children and threads only
@@ -35,6 +49,20 @@ func seizeTree(tr *compel.Tracer, root int) (procs []*proc, err error) {
 	}()
 	queue := []int{root}
 	parent := map[int]int{root: 0}
+	vpids := map[int]int{0: 0}
+	rootStatus, err := procfs.ReadStatus(root)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", root, err)
+	}
+	self, err := procfs.ReadStatus(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	depth := nsDepth(rootStatus)
+	if depth > nsDepth(self) && last(rootStatus.NSpid, 0) != 1 {
+		return nil, fmt.Errorf("process %d is pid %d inside a PID namespace it does not start; only a tree whose root is the namespace's init (pid 1) can be dumped with its namespace: %w",
+			root, last(rootStatus.NSpid, 0), ErrUnsupported)
+	}
 	for len(queue) > 0 {
 		pid := queue[0]
 		queue = queue[1:]
@@ -45,7 +73,20 @@ func seizeTree(tr *compel.Tracer, root int) (procs []*proc, err error) {
 		if err != nil {
 			return procs, fmt.Errorf("process %d: %w", pid, err)
 		}
-		p := &proc{pid: pid, ppid: parent[pid], stat: st}
+		status, err := procfs.ReadStatus(pid)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && pid != root {
+				continue
+			}
+			return procs, fmt.Errorf("process %d: %w", pid, err)
+		}
+		if nsDepth(status) != depth {
+			return procs, fmt.Errorf("process %d is in another PID namespace than its parent %d (nested PID namespaces are not supported yet): %w", pid, parent[pid], ErrUnsupported)
+		}
+		p := &proc{pid: pid, ppid: parent[pid], stat: st,
+			vpid: last(status.NSpid, pid), vppid: vpids[parent[pid]],
+			vpgid: last(status.NSpgid, st.Pgrp), vsid: last(status.NSsid, st.Session)}
+		vpids[pid] = p.vpid
 		if st.State == 'Z' || st.State == 'X' {
 			if pid == root {
 				return procs, fmt.Errorf("process %d: %w", pid, ErrZombie)

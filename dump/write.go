@@ -12,6 +12,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/utsns"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -31,6 +32,7 @@ type result struct {
 	threads []*threadInfo
 	areas   []*area
 	fds     []*fdinfo.FdinfoEntry
+	uts     *utsns.UtsnsEntry // the tree's own UTS namespace, recorded with its init
 }
 
 // createDir opens the image directory for writing. A stale inventory from an earlier dump is removed first:
@@ -74,7 +76,7 @@ type image struct {
 
 // images returns the per-process images of a live process.
 func (r *result) images(ft *fileTable) ([]image, error) {
-	pid, info := r.proc.pid, r.info
+	pid, info := r.proc.vpid, r.info
 	ids := r.ids()
 	exeID, err := ft.mapped(info.exe, unix.O_RDONLY)
 	if err != nil {
@@ -104,11 +106,14 @@ func (r *result) images(ft *fileTable) ([]image, error) {
 	}
 	var out []image
 	for i, th := range r.threads {
-		out = append(out, image{images.CoreName(th.tid), []proto.Message{coreEntry(info, r.inj, th, ids, i == 0)}})
+		out = append(out, image{images.CoreName(th.vtid), []proto.Message{coreEntry(info, r.inj, th, ids, i == 0)}})
 	}
 	fdEntries := make([]proto.Message, len(r.fds))
 	for i, e := range r.fds {
 		fdEntries[i] = e
+	}
+	if r.uts != nil {
+		out = append(out, image{images.UtsnsName(ids.GetUtsNsId()), []proto.Message{r.uts}})
 	}
 	return append(out,
 		image{images.IDsName(pid), []proto.Message{ids}},
@@ -122,14 +127,14 @@ func (r *result) images(ft *fileTable) ([]image, error) {
 func (r *result) pstreeEntry() *pstree.PstreeEntry {
 	p := r.proc
 	e := &pstree.PstreeEntry{
-		Pid: proto.Uint32(uint32(p.pid)), Ppid: proto.Uint32(uint32(p.ppid)),
-		Pgid: proto.Uint32(uint32(p.stat.Pgrp)), Sid: proto.Uint32(uint32(p.stat.Session)),
+		Pid: proto.Uint32(uint32(p.vpid)), Ppid: proto.Uint32(uint32(p.vppid)),
+		Pgid: proto.Uint32(uint32(p.vpgid)), Sid: proto.Uint32(uint32(p.vsid)),
 	}
 	if p.zombie {
-		e.Threads = []uint32{uint32(p.pid)}
+		e.Threads = []uint32{uint32(p.vpid)}
 	}
 	for _, th := range r.threads {
-		e.Threads = append(e.Threads, uint32(th.tid))
+		e.Threads = append(e.Threads, uint32(th.vtid))
 	}
 	return e
 }
@@ -142,7 +147,7 @@ func writeImages(d *images.Dir, results []*result, ft *fileTable, st *Stats, fro
 	for _, r := range results {
 		tree = append(tree, r.pstreeEntry())
 		if r.proc.zombie {
-			all = append(all, image{images.CoreName(r.proc.pid), []proto.Message{zombieCore(r.proc)}})
+			all = append(all, image{images.CoreName(r.proc.vpid), []proto.Message{zombieCore(r.proc)}})
 			continue
 		}
 		imgs, err := r.images(ft)

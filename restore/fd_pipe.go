@@ -82,7 +82,7 @@ func newPipe(rf *fileRestore, pipeID uint32) (*pipeState, error) {
 		if _, err := rf.t.Syscall(unix.SYS_DUP3, end, keep, unix.O_CLOEXEC); err != nil {
 			return nil, fmt.Errorf("keep pipe end: %w", err)
 		}
-		holders[i] = remoteFd{t: rf.t, fd: keep}
+		holders[i] = remoteFd{t: rf.t, vpid: rf.p.pid, fd: keep}
 		rf.shared.strays = append(rf.shared.strays, holders[i])
 	}
 	rf.shared.pipes[pipeID] = holders

@@ -98,7 +98,7 @@ func restoreFiles(t *compel.Task, p *plan, opts *Options, shared *sharedFiles) e
 		}
 		for _, fd := range p.fds {
 			if _, ok := shared.byID[fd.GetId()]; !ok {
-				shared.byID[fd.GetId()] = remoteFd{t: t, fd: uint64(fd.GetFd())}
+				shared.byID[fd.GetId()] = remoteFd{t: t, vpid: p.pid, fd: uint64(fd.GetFd())}
 			}
 		}
 	}
@@ -157,6 +157,9 @@ type regOpener struct{}
 func init() { registerFdOpener(fdinfo.FdTypes_REG, regOpener{}) }
 
 func (regOpener) open(rf *fileRestore, f *fdinfo.FileEntry) (uint64, error) {
+	if fd, ok, err := openGhostFd(rf, f); ok { // deleted while open: its contents are in the images
+		return fd, err
+	}
 	t := rf.t
 	r := f.GetReg()
 	var st unix.Stat_t

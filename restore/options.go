@@ -2,6 +2,8 @@ package restore
 
 import (
 	"errors"
+
+	"github.com/lazyr/lazyr/compel"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,6 +17,10 @@ type Options struct {
 	// not restored (its parent, lazyr, is about to exit).
 	Detached  bool
 	LazyPages bool // register private anonymous memory with userfaultfd and hand it to the lazy-pages daemon
+	// ShellJob: the process was dumped with dump.Options.ShellJob; it gets lazyr's own terminal (the
+	// first of lazyr's stdin, stdout, stderr that is one) in place of the terminal it had, and stays in
+	// lazyr's session and process group (CRIU's --shell-job).
+	ShellJob bool
 	// TCPEstablished restores established TCP connections recorded by a dump with TCPEstablished.
 	TCPEstablished bool
 	// NetworkLock: "ebpf" (default) or "skip", as for the dump.
@@ -39,8 +45,9 @@ type Stats struct {
 
 // Result is a restored process.
 type Result struct {
-	Pid   int
+	Pid   int // the root process, as lazyr sees it (outside a restored PID namespace)
 	Stats Stats
+	task  *compel.Task
 }
 
 // Errors callers branch on.

@@ -13,6 +13,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/utsns"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
 	"github.com/lazyr/lazyr/images"
@@ -22,6 +23,10 @@ import (
 type treePlan struct {
 	procs []*plan
 	byPid map[int]*plan
+	// newPidNS: the root is the init (pid 1) of its own PID namespace; the tree is restored into a fresh
+	// one, with the same pids inside it.
+	newPidNS bool
+	uts      *utsns.UtsnsEntry // the tree's own UTS namespace, if it had one
 }
 
 // plan is one process of the image set (the file table and pipe data are shared by all).
@@ -122,8 +127,15 @@ func load(path string) (*treePlan, error) {
 		tp.procs = append(tp.procs, p)
 		tp.byPid[p.pid] = p
 	}
-	if tp.procs[0].zombie {
-		return nil, bad("the root process %d is a zombie", tp.procs[0].pid)
+	root := tp.procs[0]
+	if root.zombie {
+		return nil, bad("the root process %d is a zombie", root.pid)
+	}
+	tp.newPidNS = root.pid == 1
+	if ids := root.core.GetIds(); tp.newPidNS && ids != nil && d.Exists(images.UtsnsName(ids.GetUtsNsId())) {
+		if tp.uts, err = images.ReadOne[utsns.UtsnsEntry](d, images.UtsnsName(ids.GetUtsNsId())); err != nil {
+			return nil, wrapImg(images.UtsnsName(ids.GetUtsNsId()), err)
+		}
 	}
 	return tp, nil
 }

@@ -34,6 +34,9 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 	}
 	log.Debug("images read", zap.Duration("elapsed", time.Since(start)), zap.Int("processes", len(tp.procs)))
 	for _, p := range tp.procs {
+		if tp.newPidNS {
+			break // the pids live in a fresh namespace
+		}
 		ids := append([]int{p.pid}, p.tids()...)
 		for _, id := range ids {
 			if _, err := os.Stat(fmt.Sprintf("/proc/%d", id)); err == nil {
@@ -60,8 +63,16 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 	}
 	res := &Result{Pid: root.pid}
 	err = tr.Do(func() error {
+		defer func() {
+			// The pid lazyr (outside a new PID namespace) sees the root as.
+			if t := res.task; t != nil {
+				res.Pid = t.Pid
+			}
+		}()
 		r := &treeRestore{tr: tr, tp: tp, opts: opts, lazy: lazy, log: log, tasks: map[int]*compel.Task{}}
-		if err := r.create(); err != nil {
+		err := r.create()
+		res.task = r.tasks[root.pid]
+		if err != nil {
 			r.killAll()
 			return err
 		}
@@ -120,7 +131,14 @@ func (r *treeRestore) create() error {
 		return err
 	}
 	defer stub.Kill()
-	t, err := stub.CloneWithPid(tr.pid, unix.CLONE_PARENT)
+	flags := uint64(unix.CLONE_PARENT)
+	if r.tp.newPidNS {
+		flags |= unix.CLONE_NEWPID
+		if r.tp.uts != nil {
+			flags |= unix.CLONE_NEWUTS
+		}
+	}
+	t, err := stub.CloneWithPid(tr.pid, flags)
 	if err != nil {
 		return pidError(tr.pid, err)
 	}
@@ -143,6 +161,11 @@ func (r *treeRestore) create() error {
 	r.restorer = as.restorer
 	if err := restoreSession(t, tr, r.log); err != nil {
 		return err
+	}
+	if r.tp.uts != nil {
+		if err := restoreUTS(t, r.tp.uts); err != nil {
+			return err
+		}
 	}
 	for _, p := range r.tp.procs[1:] {
 		parent := r.tasks[p.parent.pid]

@@ -18,10 +18,12 @@ type sharedFiles struct {
 	strays []remoteFd             // fds kept open only so that later processes can import them
 }
 
-// remoteFd is an fd in a restored task.
+// remoteFd is an fd in a restored task; vpid is that task's pid inside the tree's namespace (what a
+// restored task passes to pidfd_open).
 type remoteFd struct {
-	t  *compel.Task
-	fd uint64
+	t    *compel.Task
+	vpid int
+	fd   uint64
 }
 
 func newSharedFiles() *sharedFiles {
@@ -32,9 +34,9 @@ func newSharedFiles() *sharedFiles {
 // parked and installed like any other).
 // Preconditions: t still has root's credentials (pidfd_getfd needs ptrace rights over the holder).
 func importFd(t *compel.Task, from remoteFd) (uint64, error) {
-	pfd, err := t.Syscall(unix.SYS_PIDFD_OPEN, uint64(from.t.Pid), 0)
+	pfd, err := t.Syscall(unix.SYS_PIDFD_OPEN, uint64(from.vpid), 0)
 	if err != nil {
-		return 0, fmt.Errorf("pidfd_open %d: %w", from.t.Pid, err)
+		return 0, fmt.Errorf("pidfd_open %d: %w", from.vpid, err)
 	}
 	fd, err := t.Syscall(unix.SYS_PIDFD_GETFD, pfd, from.fd, 0)
 	if _, cerr := t.Syscall(unix.SYS_CLOSE, pfd); cerr != nil && err == nil {
@@ -44,6 +46,26 @@ func importFd(t *compel.Task, from remoteFd) (uint64, error) {
 		return 0, fmt.Errorf("pidfd_getfd fd %d of %d: %w", from.fd, from.t.Pid, err)
 	}
 	return fd, nil
+}
+
+// restoreUTS sets the host and domain name of the tree's fresh UTS namespace.
+func restoreUTS(t *compel.Task, u interface {
+	GetNodename() string
+	GetDomainname() string
+}) error {
+	for _, c := range []struct {
+		nr  uintptr
+		val string
+	}{{unix.SYS_SETHOSTNAME, u.GetNodename()}, {unix.SYS_SETDOMAINNAME, u.GetDomainname()}} {
+		addr, err := t.WriteScratch(0, []byte(c.val))
+		if err != nil {
+			return err
+		}
+		if _, err := t.Syscall(c.nr, addr, uint64(len(c.val))); err != nil {
+			return fmt.Errorf("set host/domain name %q: %w", c.val, err)
+		}
+	}
+	return nil
 }
 
 // closeStrays closes the fds kept only for sharing, once every process has its files.
