@@ -28,12 +28,16 @@ int main(int argc, char **argv)
 			fail("socket: %s", strerror(errno));
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 			fail("bind: %s", strerror(errno));
+	} else if (strcmp(kind, "netlink") == 0) {
+		fd = socket(AF_NETLINK, SOCK_RAW, 0 /* NETLINK_ROUTE */);
+		if (fd < 0)
+			fail("socket: %s", strerror(errno));
 	} else if (strcmp(kind, "eventfd") == 0) {
 		fd = eventfd(5, 0);
 		if (fd < 0)
 			fail("eventfd: %s", strerror(errno));
 	} else {
-		say("usage: socket [udp|eventfd]");
+		say("usage: socket [udp|netlink|eventfd]");
 		return 2;
 	}
 	say("socket kind=%s fd=%d pid=%d", kind, fd, getpid());
