@@ -9,6 +9,7 @@ import (
 	criu_sa "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rseq"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 	"google.golang.org/protobuf/proto"
 
@@ -51,6 +52,7 @@ type threadInfo struct {
 	nice    int64
 	status  *procfs.Status
 	inj     *threadInjected
+	signals *siginfo.SignalQueueEntry // pending for this thread only
 }
 
 // readThread reads a stopped thread's registers and kernel registrations.
@@ -80,6 +82,9 @@ func readThread(pid int, t *compel.Task) (*threadInfo, error) {
 	th.comm = th.status.Name
 	th.vtid = last(th.status.NSpid, t.Pid)
 	if th.inj, err = queryThread(t); err != nil {
+		return nil, err
+	}
+	if th.signals, err = pendingSignals(t.Pid, false); err != nil {
 		return nil, err
 	}
 	return th, nil
@@ -150,6 +155,7 @@ func threadCore(p *procInfo, inj *injected, th *threadInfo) *criu_core.ThreadCor
 			SsSp: proto.Uint64(th.inj.altstack[0]), SsFlags: proto.Uint32(uint32(th.inj.altstack[1])), SsSize: proto.Uint64(th.inj.altstack[2]),
 		},
 		PdeathSig: proto.Uint32(th.inj.pdeathSig),
+		SignalsP:  th.signals,
 		Creds:     cr,
 		Comm:      proto.String(th.comm),
 	}

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/lazyr/lazyr/compel"
 	"github.com/lazyr/lazyr/images"
@@ -190,6 +191,12 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 		if r.inj, err = query(leader); err != nil {
 			return err
 		}
+		if r.timers, err = posixTimers(leader, p.pid); err != nil {
+			return err
+		}
+		if r.signals, err = pendingSignals(leader.Pid, true); err != nil {
+			return err
+		}
 		// The init of its own PID namespace carries the tree's UTS namespace, if it has one of its own.
 		if p.vpid == 1 && !sameNS(p.pid, "uts") {
 			if r.uts, err = dumpUTS(leader); err != nil {
@@ -204,6 +211,11 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 				return fmt.Errorf("thread %d: %w", t.Pid, err)
 			}
 			r.threads = append(r.threads, th)
+			for _, pt := range r.timers {
+				if pt.NotifyThreadId != nil && int(pt.GetNotifyThreadId()) == t.Pid {
+					pt.NotifyThreadId = proto.Int32(int32(th.vtid)) // as the tree's namespace sees it
+				}
+			}
 			if err := t.RestoreRegs(); err != nil {
 				return err
 			}

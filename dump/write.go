@@ -11,7 +11,9 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/utsns"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
@@ -33,6 +35,8 @@ type result struct {
 	areas   []*area
 	fds     []*fdinfo.FdinfoEntry
 	uts     *utsns.UtsnsEntry // the tree's own UTS namespace, recorded with its init
+	timers  []*timer.PosixTimerEntry
+	signals *siginfo.SignalQueueEntry // pending for the whole process
 }
 
 // createDir opens the image directory for writing. A stale inventory from an earlier dump is removed first:
@@ -106,7 +110,12 @@ func (r *result) images(ft *fileTable) ([]image, error) {
 	}
 	var out []image
 	for i, th := range r.threads {
-		out = append(out, image{images.CoreName(th.vtid), []proto.Message{coreEntry(info, r.inj, th, ids, i == 0)}})
+		ce := coreEntry(info, r.inj, th, ids, i == 0)
+		if i == 0 {
+			ce.Tc.Timers.Posix = r.timers
+			ce.Tc.SignalsS = r.signals
+		}
+		out = append(out, image{images.CoreName(th.vtid), []proto.Message{ce}})
 	}
 	fdEntries := make([]proto.Message, len(r.fds))
 	for i, e := range r.fds {

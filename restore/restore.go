@@ -359,7 +359,22 @@ func (r *treeRestore) buildProc(ctx context.Context, p *plan, isRoot bool, st *S
 			return fmt.Errorf("thread %d: %w", th.tid, err)
 		}
 	}
+	// Pending signals (signals are blocked until the tasks resume), then the timers, which start ticking.
+	if err := queueSignals(t, p.pid, p.pid, p.core.GetTc().GetSignalsS(), true); err != nil {
+		return err
+	}
+	if err := queueSignals(t, p.pid, p.pid, p.core.GetThreadCore().GetSignalsP(), false); err != nil {
+		return err
+	}
+	for i, th := range p.threads {
+		if err := queueSignals(r.threads[p.pid][i], p.pid, th.tid, th.core.GetThreadCore().GetSignalsP(), false); err != nil {
+			return fmt.Errorf("thread %d: %w", th.tid, err)
+		}
+	}
 	if err := restoreTimers(t, p); err != nil {
+		return err
+	}
+	if err := restorePosixTimers(t, p); err != nil {
 		return err
 	}
 	log.Debug("task state restored", zap.Int("pid", p.pid), zap.Duration("elapsed", time.Since(memStart)))
@@ -375,15 +390,16 @@ func (r *treeRestore) finish(p *plan) error {
 		cores = append(cores, &p.threads[i])
 	}
 	all := append([]*compel.Task{leader}, threads...)
+	// The last injected syscall unmaps the area its own instruction lives in; the single-step trap stops
+	// the task right after it, before anything is fetched from the unmapped page. It runs while every
+	// signal is still blocked: a restored timer may already be firing.
+	if _, err := leader.Syscall(unix.SYS_MUNMAP, r.restorer, restorerSize); err != nil {
+		return fmt.Errorf("unmap restorer: %w", err)
+	}
 	for i, t := range all {
 		if err := setCPU(t, cores[i].core); err != nil {
 			return fmt.Errorf("thread %d: %w", cores[i].tid, err)
 		}
-	}
-	// The last injected syscall unmaps the area its own instruction lives in; the single-step trap stops
-	// the task right after it, before anything is fetched from the unmapped page.
-	if _, err := leader.Syscall(unix.SYS_MUNMAP, r.restorer, restorerSize); err != nil {
-		return fmt.Errorf("unmap restorer: %w", err)
 	}
 	for i, t := range all {
 		gp := cores[i].core.GetThreadInfo().GetGpregs()

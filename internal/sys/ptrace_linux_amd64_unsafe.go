@@ -72,3 +72,35 @@ func GetRobustList(pid int) (head uint64, length uint64, err error) {
 	}
 	return head, length, nil
 }
+
+// SiginfoSize is sizeof(siginfo_t).
+const SiginfoSize = 128
+
+// PtracePeekSiginfo returns the queued (pending) signals of a stopped tracee, as raw siginfo_t records:
+// the thread's own queue, or with shared the process-wide one.
+func PtracePeekSiginfo(tid int, shared bool) ([][]byte, error) {
+	type args struct {
+		off   uint64
+		flags uint32
+		nr    int32
+	}
+	var out [][]byte
+	buf := make([]byte, 32*SiginfoSize)
+	for off := uint64(0); ; {
+		a := args{off: off, nr: 32}
+		if shared {
+			a.flags = unix.PTRACE_PEEKSIGINFO_SHARED
+		}
+		n, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_PEEKSIGINFO, uintptr(tid), uintptr(unsafe.Pointer(&a)), uintptr(unsafe.Pointer(&buf[0])), 0, 0)
+		if e != 0 {
+			return nil, e
+		}
+		if n == 0 {
+			return out, nil
+		}
+		for i := 0; i < int(n); i++ {
+			out = append(out, append([]byte(nil), buf[i*SiginfoSize:(i+1)*SiginfoSize]...))
+		}
+		off += uint64(n)
+	}
+}
