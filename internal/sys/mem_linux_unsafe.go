@@ -10,31 +10,23 @@ const maxIov = 1024
 // ReadRemote copies len(buf) bytes at addr in pid into buf with process_vm_readv.
 // It loops over partial transfers and returns the number of bytes read before an error.
 func ReadRemote(pid int, addr uint64, buf []byte) (int, error) {
-	done := 0
-	for done < len(buf) {
-		local := []unix.Iovec{{Base: &buf[done]}}
-		local[0].SetLen(len(buf) - done)
-		remote := []unix.RemoteIovec{{Base: uintptr(addr) + uintptr(done), Len: len(buf) - done}}
-		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			return done, unix.EFAULT
-		}
-		done += n
-	}
-	return done, nil
+	return remote(unix.ProcessVMReadv, pid, addr, buf)
 }
 
 // WriteRemote copies buf to addr in pid with process_vm_writev. The target range must be writable.
 func WriteRemote(pid int, addr uint64, buf []byte) (int, error) {
+	return remote(unix.ProcessVMWritev, pid, addr, buf)
+}
+
+type vmFunc func(pid int, local []unix.Iovec, remote []unix.RemoteIovec, flags uint) (int, error)
+
+func remote(op vmFunc, pid int, addr uint64, buf []byte) (int, error) {
 	done := 0
 	for done < len(buf) {
 		local := []unix.Iovec{{Base: &buf[done]}}
 		local[0].SetLen(len(buf) - done)
-		remote := []unix.RemoteIovec{{Base: uintptr(addr) + uintptr(done), Len: len(buf) - done}}
-		n, err := unix.ProcessVMWritev(pid, local, remote, 0)
+		rem := []unix.RemoteIovec{{Base: uintptr(addr) + uintptr(done), Len: len(buf) - done}}
+		n, err := op(pid, local, rem, 0)
 		if err != nil {
 			return done, err
 		}
