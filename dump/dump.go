@@ -229,7 +229,7 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 	if err != nil {
 		return nil, err
 	}
-	if r.areas, err = classify(maps, ft, r.inj.scratchMapped); err != nil {
+	if r.areas, err = classify(p.pid, maps, ft, r.inj.scratchMapped); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {

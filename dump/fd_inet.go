@@ -34,7 +34,7 @@ func (inetKind) dump(ft *fileTable, f *openFile, id uint32) (*fdinfo.FileEntry, 
 	if n == nil {
 		return nil, errors.New("inet socket outside of dump.Run (no network state)")
 	}
-	c, err := n.getfd(f.Fd.Num)
+	c, err := n.getfd(f.Pid, f.Fd.Num)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +50,7 @@ func (inetKind) dump(ft *fileTable, f *openFile, id uint32) (*fdinfo.FileEntry, 
 	}
 	switch {
 	case s.connected() && !ft.opts.TCPEstablished:
-		return nil, refuseConnection(f.Fd.Num, s)
+		return nil, refuseConnection(s)
 	case s.typ == unix.SOCK_STREAM && (s.state == soccr.StateSynSent || s.state == soccr.StateSynRecv):
 		return nil, fmt.Errorf("%v: connections still being set up cannot be dumped: %w", s, ErrUnsupported)
 	case s.state == soccr.StateListen && s.acceptQueue > 0:

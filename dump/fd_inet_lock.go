@@ -42,13 +42,13 @@ func netlockPinDir(st *unix.Stat_t) string {
 //
 // Life cycle (dump.Run): lockNetwork before the freeze; the inet fd kind adds connections and repaired
 // sockets while frozen; then either commit (the process is about to be killed: the lock is pinned for the
-// restore) or giveBack (failure or LeaveRunning: lock released, sockets out of repair mode, before the
-// task runs again); close at the end in every case.
+// restore) or giveBack (failure or LeaveRunning: lock opened, sockets out of repair mode, before the
+// task runs again); close at the end in every case (it detaches a lock that was not pinned).
 type netDump struct {
-	pid      int
+	pid      int // the root of the tree
 	opts     *Options
 	log      *zap.Logger
-	pidfd    int
+	pidfds   map[int]int   // pidfd of every process whose sockets were looked at
 	lock     *netlock.Lock // nil: no eBPF lock (NetworkLock skip, or no connection to lock)
 	notified bool          // Notify.NetworkLock succeeded, so NetworkUnlock is owed on give-back
 	repaired []repairedSock
@@ -81,14 +81,7 @@ func lockNetwork(opts *Options, log *zap.Logger) (_ *netDump, err error) {
 	if method != NetworkLockEBPF && method != NetworkLockSkip {
 		return nil, fmt.Errorf("network lock method %q (want %s or %s): %w", opts.NetworkLock, NetworkLockEBPF, NetworkLockSkip, ErrUnsupported)
 	}
-	pidfd, err := unix.PidfdOpen(opts.Pid, 0)
-	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return nil, fmt.Errorf("process %d: %w", opts.Pid, ErrNoProcess)
-		}
-		return nil, fmt.Errorf("pidfd_open %d: %w", opts.Pid, err)
-	}
-	n := &netDump{pid: opts.Pid, opts: opts, log: log, pidfd: pidfd}
+	n := &netDump{pid: opts.Pid, opts: opts, log: log, pidfds: map[int]int{}}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -117,46 +110,92 @@ func lockNetwork(opts *Options, log *zap.Logger) (_ *netDump, err error) {
 	return n, nil
 }
 
-// scan finds the TCP connections of the running process. The frozen dump looks again (a connection may
-// appear meanwhile): this early look only avoids freezing a process whose dump would be refused, and
-// gives the lock its connections before the freeze.
+// scan finds the TCP connections of the running tree. The frozen dump looks again (a connection or a
+// process may appear meanwhile): this early look only avoids freezing a tree whose dump would be refused,
+// and gives the lock its connections before the freeze.
 func (n *netDump) scan() ([]netlock.Conn, error) {
-	fds, err := procfs.ListFds(n.pid)
-	if err != nil {
-		return nil, fmt.Errorf("list fds: %w", err)
-	}
 	var conns []netlock.Conn
-	for _, fd := range fds {
-		if !strings.HasPrefix(fd.Target, "socket:[") || !isInetSocket(n.pid, fd.Num) {
-			continue
-		}
-		c, err := n.getfd(fd.Num)
+	seen := map[netlock.Conn]bool{}
+	for _, pid := range treePids(n.pid) {
+		fds, err := procfs.ListFds(pid)
 		if err != nil {
-			continue // closed meanwhile; the frozen dump decides
+			if pid == n.pid {
+				return nil, fmt.Errorf("list fds of %d: %w", pid, err)
+			}
+			continue // exited meanwhile
 		}
-		s, err := inspectInet(c)
-		unix.Close(c)
-		if err != nil || !s.connected() {
-			continue
+		for _, fd := range fds {
+			if !strings.HasPrefix(fd.Target, "socket:[") || !isInetSocket(pid, fd.Num) {
+				continue
+			}
+			c, err := n.getfd(pid, fd.Num)
+			if err != nil {
+				continue // closed meanwhile; the frozen dump decides
+			}
+			s, err := inspectInet(c)
+			unix.Close(c)
+			if err != nil || !s.connected() {
+				continue
+			}
+			if !n.opts.TCPEstablished {
+				return nil, fmt.Errorf("process %d: fd %d (%s): %w", pid, fd.Num, fd.Target, refuseConnection(s))
+			}
+			if !seen[s.conn()] {
+				seen[s.conn()] = true
+				conns = append(conns, s.conn())
+			}
 		}
-		if !n.opts.TCPEstablished {
-			return nil, refuseConnection(fd.Num, s)
-		}
-		conns = append(conns, s.conn())
 	}
 	return conns, nil
 }
 
-func refuseConnection(fd int, s *inetSock) error {
-	return fmt.Errorf("fd %d: %v: established TCP connections are dumped only with --tcp-established (Options.TCPEstablished): %w", fd, s, ErrUnsupported)
+// treePids lists root and its descendants as they are now (the tree still runs: a best effort).
+func treePids(root int) []int {
+	out := []int{}
+	seen := map[int]bool{root: true}
+	for queue := []int{root}; len(queue) > 0; {
+		pid := queue[0]
+		queue = queue[1:]
+		out = append(out, pid)
+		tids, err := procfs.Tasks(pid)
+		if err != nil {
+			continue
+		}
+		for _, tid := range tids {
+			kids, _ := procfs.Children(pid, tid)
+			for _, k := range kids {
+				if !seen[k] {
+					seen[k] = true
+					queue = append(queue, k)
+				}
+			}
+		}
+	}
+	return out
 }
 
-// getfd returns lazyr's own descriptor for the task's fd (pidfd_getfd): the same socket, so that socket
-// options, TCP_REPAIR and reads act on the task's socket. The caller closes it.
-func (n *netDump) getfd(fd int) (int, error) {
-	c, err := unix.PidfdGetfd(n.pidfd, fd, 0)
+// refuseConnection is the error for a connection met without TCPEstablished; callers add the fd.
+func refuseConnection(s *inetSock) error {
+	return fmt.Errorf("%v: established TCP connections are dumped only with --tcp-established (Options.TCPEstablished): %w", s, ErrUnsupported)
+}
+
+// getfd returns lazyr's own descriptor for fd of process pid (pidfd_getfd): the same socket, so that
+// socket options, TCP_REPAIR and reads act on the task's socket. The caller closes it.
+func (n *netDump) getfd(pid, fd int) (int, error) {
+	pidfd, ok := n.pidfds[pid]
+	if !ok {
+		var err error
+		if pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				return -1, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+			}
+			return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
+		}
+		n.pidfds[pid] = pidfd
+	}
+	c, err := unix.PidfdGetfd(pidfd, fd, 0)
 	if err != nil {
-		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, n.pid, err)
+		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, pid, err)
 	}
 	return c, nil
 }
@@ -244,9 +283,10 @@ func (n *netDump) commit() error {
 	return nil
 }
 
-// giveBack undoes the network side before the task runs again (failure, or LeaveRunning): the lock goes
+// giveBack undoes the network side before the task runs again (failure, or LeaveRunning): the lock opens
 // first, so that the window probe each socket sends when it leaves repair mode reaches the peer and the
-// connection picks up at once.
+// connection picks up at once. Opening is a map clear; detaching the programs (tens of milliseconds) is
+// left to close, after the task runs.
 func (n *netDump) giveBack() error {
 	if n == nil || n.done {
 		return nil
@@ -254,8 +294,7 @@ func (n *netDump) giveBack() error {
 	n.done = true
 	var errs []error
 	if n.lock != nil {
-		errs = append(errs, n.lock.Release())
-		n.lock = nil
+		errs = append(errs, n.lock.Clear())
 	}
 	if n.notified {
 		n.notified = false
@@ -273,7 +312,8 @@ func (n *netDump) giveBack() error {
 
 // close ends the network side: what was neither committed nor given back is given back, lazyr's socket
 // copies are closed (a socket still in repair mode is torn down without a packet once the killed task's
-// descriptor is gone too), and the lock handles are let go (a pinned lock stays in force).
+// descriptor is gone too), and the lock handles are let go: a pinned lock stays in force, an unpinned one
+// (given back) is released.
 func (n *netDump) close() {
 	if n == nil {
 		return
@@ -291,18 +331,22 @@ func (n *netDump) close() {
 		}
 		n.lock = nil
 	}
-	if n.pidfd >= 0 {
-		unix.Close(n.pidfd)
-		n.pidfd = -1
+	for pid, fd := range n.pidfds {
+		unix.Close(fd)
+		delete(n.pidfds, pid)
 	}
 }
 
-// inNetnsOf runs fn in the network namespace of pid: directly when lazyr is in it already, else on a
-// thread of its own that joins the namespace. That thread stays locked and exits with its goroutine, so
-// that no other goroutine ever runs in the wrong namespace.
+// inNetnsOf runs fn in the network namespace of pid: on the calling thread when it is in that namespace
+// already, else on a thread of its own that joins the namespace. That thread stays locked and exits with
+// its goroutine, so that no other goroutine ever runs in the wrong namespace.
 func inNetnsOf(pid int, fn func() error) error {
+	// Locked while comparing and running, so that fn runs on the thread that was compared (a caller may
+	// itself be a locked thread in another namespace than the rest of the process).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var self, target unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
 		return fmt.Errorf("network namespace of lazyr: %w", err)
 	}
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &target); err != nil {

@@ -46,6 +46,11 @@ func sockOpts(fd int) (*sk_opts.SkOptsEntry, error) {
 	}
 	for _, i := range ints {
 		v, err := geti(i.opt, i.name)
+		// Options a kernel or a protocol does not have (SO_PASSCRED is for unix and netlink sockets
+		// only since Linux 6.5) stay unset in the image.
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOPROTOOPT) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

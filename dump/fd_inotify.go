@@ -124,7 +124,8 @@ func handlePath(pid int, sdev uint32, e *fh.FhEntry) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	mfd, err := unix.Open(mnt, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// Not O_PATH: open_by_handle_at does not take an O_PATH mount fd (EBADF).
+	mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", fmt.Errorf("open mount %s: %w", mnt, err)
 	}

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -77,7 +78,7 @@ func (unixKind) dump(ft *fileTable, f *openFile, id uint32) (*fdinfo.FileEntry, 
 	e := &sk_unix.UnixSkEntry{
 		Id: proto.Uint32(id), Ino: proto.Uint32(ino), Type: proto.Uint32(uint32(d.Type)), State: proto.Uint32(uint32(d.State)),
 		Flags: proto.Uint32(f.Flags), Uflags: proto.Uint32(0), Backlog: proto.Uint32(0), Peer: proto.Uint32(d.Peer),
-		Fown: zeroFown(), Name: d.Name, Shutdown: sk_opts.SkShutdown(d.Shutdown & 3).Enum(),
+		Fown: zeroFown(), Name: unixName(d.Name), Shutdown: sk_opts.SkShutdown(d.Shutdown & 3).Enum(),
 	}
 	if e.Name == nil {
 		e.Name = []byte{}
@@ -113,6 +114,17 @@ func (unixKind) dump(ft *fileTable, f *openFile, id uint32) (*fdinfo.FileEntry, 
 	return &fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Id: proto.Uint32(id), Usk: e}, nil
 }
 
+// unixName is a socket name as bind() takes it: sock_diag reports a path name with the NUL the kernel
+// counted in when the program passed it; an abstract name (leading NUL) is kept as it is.
+func unixName(b []byte) []byte {
+	if len(b) > 0 && b[0] != 0 {
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			b = b[:i]
+		}
+	}
+	return b
+}
+
 // unixNameInfo records what restore needs to bind the socket's name again: a relative name is resolved
 // against the task's cwd (name_dir, the best guess lazyr has), a path name whose file is gone or
 // replaced is marked deleted, and the socket file's permissions are kept.
@@ -120,7 +132,7 @@ func unixNameInfo(pid int, e *sk_unix.UnixSkEntry, d *unixDiag) error {
 	if len(d.Name) == 0 || d.Name[0] == 0 {
 		return nil // unbound or abstract
 	}
-	name := string(d.Name)
+	name := string(unixName(d.Name))
 	path := name
 	if !filepath.IsAbs(name) {
 		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
@@ -291,7 +303,7 @@ func (unixKind) finish(ft *fileTable) error {
 			Flags: proto.Uint32(0), Uflags: proto.Uint32(unixExtern), Backlog: proto.Uint32(0), Peer: proto.Uint32(0),
 			Fown: zeroFown(), Opts: &sk_opts.SkOptsEntry{SoSndbuf: proto.Uint32(0), SoRcvbuf: proto.Uint32(0),
 				SoSndTmoSec: proto.Uint64(0), SoSndTmoUsec: proto.Uint64(0), SoRcvTmoSec: proto.Uint64(0), SoRcvTmoUsec: proto.Uint64(0)},
-			Name: d.Name,
+			Name: unixName(d.Name),
 		}
 		if err := unixNameInfo(st.pids[ino], pe, d); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -28,7 +29,15 @@ type Options struct {
 	// Progress, if set, is called from time to time with memory bytes written so far and the total.
 	Progress func(done, total uint64)
 
-	net *netDump // set by Run: the network lock and repaired sockets (fd_inet_lock.go)
+	// ServeLazy, if set, makes a lazy (post-copy) dump (lazy_serve.go): the pages of lazy areas are left
+	// out of the images (pagemap entries with PE_LAZY and no data), and once the images are written the
+	// tree stays frozen while ServeLazy serves its memory from src. Return nil only once the destination
+	// has every page: the tree is then killed (or released with LeaveRunning). An error (transfer
+	// aborted, ctx cancelled) releases the tree, which runs on; Run then returns an ErrLazyAborted error.
+	ServeLazy func(ctx context.Context, src *LazySource) error
+
+	net  *netDump    // set by Run: the network lock and repaired sockets (fd_inet_lock.go)
+	lazy *LazySource // set by Run for a lazy dump (lazy_source.go)
 }
 
 // Stats are the numbers of one dump; they are also stored as CRIU's stats-dump image.

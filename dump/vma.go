@@ -58,8 +58,8 @@ type area struct {
 	lazy bool
 }
 
-// classify builds the VMA entries. Mappings lazyr cannot restore yet are refused with their address.
-func classify(maps []procfs.Mapping, files *fileTable, skip [2]uint64) ([]*area, error) {
+// classify builds the VMA entries of process pid. Mappings lazyr cannot restore yet are refused with their address.
+func classify(pid int, maps []procfs.Mapping, files *fileTable, skip [2]uint64) ([]*area, error) {
 	var out []*area
 	for _, m := range maps {
 		if m.Start >= skip[0] && m.End <= skip[1] {
@@ -125,7 +125,7 @@ func classify(maps []procfs.Mapping, files *fileTable, skip [2]uint64) ([]*area,
 		case isAnonShared(m):
 			// MAP_SHARED|MAP_ANONYMOUS: the kernel backs it with an unlinked shmem inode; its pages are
 			// the object's, not the task's, and go to the object's own pagemap.
-			st, path, err := mappedFile(files.pid, m)
+			st, path, err := mappedFile(pid, m)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", where, err)
 			}
@@ -146,14 +146,14 @@ func classify(maps []procfs.Mapping, files *fileTable, skip [2]uint64) ([]*area,
 			case strings.HasPrefix(m.Path, "/SYSV"):
 				return nil, fmt.Errorf("%s: System V shared memory: %w", where, ErrUnsupported)
 			case m.Deleted && strings.HasPrefix(m.Path, memfdPrefix):
-				st, path, serr := mappedFile(files.pid, m)
+				st, path, serr := mappedFile(pid, m)
 				if serr != nil {
 					return nil, fmt.Errorf("%s: %w", where, serr)
 				}
 				id, err = files.memfdMapped(path, m.Path, st, openFlags)
 				status |= vmaAreaMemfd
 			case m.Deleted:
-				st, path, serr := mappedFile(files.pid, m)
+				st, path, serr := mappedFile(pid, m)
 				if serr != nil {
 					return nil, fmt.Errorf("%s: %w", where, serr)
 				}

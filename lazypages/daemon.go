@@ -3,7 +3,11 @@ package lazypages
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lazyr/lazyr/uffd"
@@ -18,11 +22,16 @@ type Options struct {
 	// (NewImageSource), which Serve then also closes. A given Source is
 	// left open.
 	Source PageSource
-	// Prefetch copies the remaining pages in the background whenever no
-	// fault is pending.
+	// Prefetch copies the remaining pages in the background, next to
+	// serving faults.
 	Prefetch bool
-	// QuietPeriod is how long faults must be quiet before a prefetch step
-	// (0: prefetch interleaves with faults, which are always served first).
+	// PrefetchWorkers is how many goroutines copy prefetched pages from a
+	// synchronous source; 0 means one less than GOMAXPROCS (at least one),
+	// which leaves the fault loop a processor of its own. Unused with an
+	// AsyncSource, whose reads the fault loop drives itself.
+	PrefetchWorkers int
+	// QuietPeriod is how long faults must be quiet before prefetch copies
+	// anything (0: prefetch runs alongside faults).
 	QuietPeriod time.Duration
 	// Ready is called once the socket listens (the CLI then writes
 	// --status-fd / --pidfile).
@@ -33,13 +42,15 @@ type Options struct {
 	GuardExe string
 }
 
-// Tuning. The window and chunk sizes follow the costs measured on this
-// machine (DESIGN.md): 4 KiB per fault ~25 µs/page, 64 KiB ~12 µs/page,
-// bulk copies ~2.4 GB/s; a 4 MiB prefetch chunk delays a fault by ~2 ms.
+// Tuning, from the costs measured on this machine (DESIGN.md): one 4 KiB
+// UFFDIO_COPY takes ~3 µs, copies of 128 KiB and more run at the bulk
+// rate (~2.4 GB/s, ~100 µs for a prefetch piece).
 const (
-	faultWindowPages  = 16 // 64 KiB around a fault, aligned, same area
-	prefetchMinChunk  = 64 << 10
-	prefetchMaxChunk  = 4 << 20
+	loopNice          = -10
+	faultWindowPages  = 16        // 64 KiB around a fault, aligned, same area
+	prefetchPiece     = 256 << 10 // one worker copy; bounds how long a uffd read waits for workers
+	asyncPiece        = 256 << 10 // one prefetch read from an AsyncSource
+	asyncDepth        = 8         // prefetch reads in flight
 	probeInterval     = 250 * time.Millisecond
 	matchMaxBackoff   = 100 * time.Millisecond
 	eagainGiveUp      = 10 * time.Second
@@ -61,6 +72,7 @@ const RequiredFeatures = requiredFeatures
 type daemon struct {
 	opts      Options
 	src       PageSource
+	async     AsyncSource // src, when it is one
 	ownSrc    bool
 	ep        int
 	watches   map[uint64]*watch // by epoll token
@@ -75,28 +87,44 @@ type daemon struct {
 
 	conns     map[int]*conn
 	procs     map[uint64]*process
-	order     []*process // registration order, for round-robin prefetch
+	order     []*process // registration order
 	rr        int
 	unmatched []*process // forked children whose pid is not known yet
 	nextID    uint64
 	done      bool // a client sent Done
 	fatal     error
+	stopping  atomic.Bool // fatal, or finishing: workers stop
 
-	buf  []byte
-	rbuf []byte
-	oob  []byte
-	msgs []uffd.Msg
+	// Workers (prefetch.go) and asynchronous reads (async.go) report
+	// to the loop through notifyFd, an eventfd it watches.
+	pf        *prefetcher
+	nmu       sync.Mutex // guards notifyFd against close
+	notifyFd  int
+	amu       sync.Mutex
+	completed []*asyncRead // reads done, for the loop
+	spare     []*asyncRead
+	bufs      [][]byte // free read buffers
+	// asyncPrefetching counts prefetch reads in flight.
+	asyncPrefetching int
 
-	chunk     uint64
-	lastFault time.Time
+	lf       *filler // the loop's
+	parts    []run   // scratch for pendingParts
+	hoods    []hood  // runs around served pages, still to copy (from hoodHead on)
+	hoodHead int
+	rbuf  []byte
+	oob   []byte
+	msgs  []uffd.Msg
+
+	lastFault atomic.Int64 // unix nanoseconds; read by workers
 	matchAt   time.Time
 	matchWait time.Duration
 	probeAt   time.Time
 	firstReg  time.Time
 	allInAt   time.Time
 
-	stats Stats
-	lat   latencyHist
+	stats    Stats
+	lat      latencyHist
+	readWait latencyHist
 }
 
 // Serve runs the lazy-pages daemon until a client said Done and every
@@ -109,12 +137,38 @@ func Serve(ctx context.Context, opts Options) (*Stats, error) {
 	if err != nil {
 		return &Stats{}, err
 	}
-	err = d.run(ctx)
+	// The loop gets a thread of its own, at a higher priority when
+	// allowed: a fault must not wait for the scheduler to get round to
+	// the loop while workers (and the restored processes) keep the
+	// processors busy. The thread is never unlocked, so it ends with the
+	// goroutine and its priority does not leak to other goroutines.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		attr := unix.SchedAttr{Policy: unix.SCHED_NORMAL, Nice: int32(expInt("EXP_NICE", loopNice)), Runtime: uint64(expInt("EXP_SLICE", 100000))}
+		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+			fmt.Fprintln(os.Stderr, "sched_setattr:", err)
+		}
+		errc <- d.run(ctx)
+	}()
+	err = <-errc
 	d.close()
 	st := d.stats
+	c := d.lf.c
+	if d.pf != nil {
+		st.PagesByPrefetch += d.pf.c.copied
+		c.copied += d.pf.c.copied
+		c.existing += d.pf.c.existing
+		c.zero += d.pf.c.zero
+	}
+	st.BytesCopied = c.copied * pageSize
+	st.PagesExisting = c.existing
+	st.ZeroPages += c.zero
 	st.FaultLatencyP50 = d.lat.quantile(0.50)
 	st.FaultLatencyP99 = d.lat.quantile(0.99)
 	st.FaultLatencyMax = time.Duration(d.lat.max)
+	st.ReadWaitP99 = d.readWait.quantile(0.99)
+	st.ReadWaitMax = time.Duration(d.readWait.max)
 	if !d.allInAt.IsZero() {
 		st.AllPagesIn = d.allInAt.Sub(d.firstReg)
 	}
@@ -126,10 +180,9 @@ func newDaemon(opts Options) (*daemon, error) {
 		return nil, fmt.Errorf("lazy-pages: no work dir: %w", unix.EINVAL)
 	}
 	d := &daemon{
-		opts: opts, ep: -1, listenFd: -1, cancelFd: -1,
+		opts: opts, ep: -1, listenFd: -1, cancelFd: -1, notifyFd: -1,
 		watches: map[uint64]*watch{}, tokens: map[int]uint64{}, conns: map[int]*conn{}, procs: map[uint64]*process{},
-		buf: make([]byte, prefetchMaxChunk), rbuf: make([]byte, maxMsgSize), oob: oobSpace(),
-		msgs: make([]uffd.Msg, maxMsgsPerRead), chunk: prefetchMinChunk,
+		rbuf: make([]byte, maxMsgSize), oob: oobSpace(), msgs: make([]uffd.Msg, maxMsgsPerRead),
 	}
 	ok := false
 	defer func() {
@@ -145,6 +198,10 @@ func newDaemon(opts Options) (*daemon, error) {
 		}
 		d.ownSrc = true
 	}
+	d.async, _ = d.src.(AsyncSource)
+	// The loop's buffer holds a fault window (synchronous sources that are
+	// not mapped) or a handed-back prefetch piece.
+	d.lf = newFiller(d.src, prefetchPiece)
 	if d.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("epoll_create: %w", err)
 	}
@@ -152,6 +209,12 @@ func newDaemon(opts Options) (*daemon, error) {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	if err = d.watchFd(d.cancelFd, unix.EPOLLIN, &watch{kind: watchCancel}); err != nil {
+		return nil, err
+	}
+	if d.notifyFd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err = d.watchFd(d.notifyFd, unix.EPOLLIN, &watch{kind: watchNotify}); err != nil {
 		return nil, err
 	}
 	// The guard comes first: no process may be accepted before something
@@ -165,8 +228,63 @@ func newDaemon(opts Options) (*daemon, error) {
 	if err = d.listen(); err != nil {
 		return nil, err
 	}
+	if opts.Prefetch && d.async == nil {
+		n := expInt("EXP_WORKERS", opts.PrefetchWorkers)
+		if n <= 0 {
+			n = max(1, runtime.GOMAXPROCS(0)-1)
+		}
+		d.pf = newPrefetcher(d, n)
+	}
 	ok = true
 	return d, nil
+}
+
+// notify wakes the loop (from a worker or a read's completion).
+func (d *daemon) notify() {
+	d.nmu.Lock()
+	defer d.nmu.Unlock()
+	if d.notifyFd >= 0 {
+		var one [8]byte
+		one[0] = 1
+		unix.Write(d.notifyFd, one[:])
+	}
+}
+
+// notified handles what workers and reads reported.
+func (d *daemon) notified() {
+	var b [8]byte
+	unix.Read(d.notifyFd, b[:])
+	if d.pf != nil {
+		if err := d.pf.takeErr(); err != nil {
+			d.fail(err)
+			return
+		}
+	}
+	d.finishReads()
+	for _, p := range slices.Clone(d.order) {
+		if p.done || d.fatal != nil {
+			continue
+		}
+		p.mu.Lock()
+		gone, hb := p.workerGone, p.handback
+		p.handback = nil
+		p.mu.Unlock()
+		if gone {
+			d.gone(p)
+			continue
+		}
+		for _, r := range hb {
+			d.loopFill(p, r, false)
+		}
+		d.checkComplete(p)
+	}
+}
+
+// kickWorkers tells idle workers there may be work.
+func (d *daemon) kickWorkers() {
+	if d.pf != nil {
+		d.pf.kick()
+	}
 }
 
 func (d *daemon) run(ctx context.Context) error {
@@ -228,20 +346,21 @@ func (d *daemon) run(ctx context.Context) error {
 				d.fail(fmt.Errorf("%w: its socket closed (guard exited: %v)", ErrGuard, d.guard.exitStatus()))
 			case watchCancel:
 				d.fail(fmt.Errorf("lazy-pages: %w", context.Cause(ctx)))
+			case watchNotify:
+				d.notified()
 			}
 		}
 		// Faults read while looking for events (EAGAIN) are waiting in
 		// queues without their uffd being readable again.
 		for _, p := range slices.Clone(d.order) {
-			if len(p.queue) > 0 && !p.done {
+			if p.queued() > 0 && !p.done {
 				d.serveQueue(p)
 				d.checkComplete(p)
-				busy = true
 			}
 		}
 		d.timers()
-		if !busy && d.fatal == nil && d.opts.Prefetch && time.Since(d.lastFault) >= d.opts.QuietPeriod {
-			d.prefetchStep()
+		if !busy {
+			d.topUpReads()
 		}
 	}
 }
@@ -258,8 +377,8 @@ func (d *daemon) timeoutMs() int {
 			t = ms
 		}
 	}
-	if d.opts.Prefetch && d.anyPending() {
-		at(d.lastFault.Add(d.opts.QuietPeriod))
+	if d.async != nil && d.opts.Prefetch && d.asyncPrefetching < asyncDepth && d.quietLeft() > 0 && d.anyPending() {
+		at(time.Now().Add(d.quietLeft()))
 	}
 	if len(d.unmatched) > 0 {
 		at(d.matchAt)
@@ -272,7 +391,7 @@ func (d *daemon) timeoutMs() int {
 
 func (d *daemon) anyPending() bool {
 	for _, p := range d.order {
-		if !p.done && p.lazy.pending > 0 {
+		if !p.done && p.pending() > 0 {
 			return true
 		}
 	}

@@ -16,6 +16,7 @@ const (
 	watchPidfd
 	watchGuard
 	watchCancel
+	watchNotify
 )
 
 type watch struct {

@@ -15,7 +15,9 @@ func (d *daemon) handleEvent(p *process, m uffd.Msg) {
 		d.forked(p, m.Fork.UFD)
 	case uffd.EventRemap:
 		d.stats.Remaps++
+		p.mu.Lock()
 		p.lazy.remap(m.Remap.From, m.Remap.To, m.Remap.Len)
+		p.mu.Unlock()
 		// Threads still blocked on the old addresses fault again and
 		// see the new layout.
 		p.u.Wake(m.Remap.From, m.Remap.Len)
@@ -28,7 +30,9 @@ func (d *daemon) handleEvent(p *process, m uffd.Msg) {
 		// MADV_DONTNEED'd pages must read zero from now on and never be
 		// refilled from the image; unmapped ones are nobody's business.
 		if m.Remove.End > m.Remove.Start {
+			p.mu.Lock()
 			d.stats.PagesDropped += p.lazy.clear(m.Remove.Start, m.Remove.End)
+			p.mu.Unlock()
 			p.u.Wake(m.Remove.Start, m.Remove.End-m.Remove.Start)
 		}
 	}
@@ -45,11 +49,15 @@ func (d *daemon) forked(p *process, ufd int) {
 		d.fail(err)
 		return
 	}
+	// The gate is held (readMsgs): no worker copies into p, so the
+	// pending set is exactly what the child lacks.
+	p.mu.Lock()
 	c := &process{
 		id: d.newID(), srcPid: p.srcPid, u: u, pidfd: -1, parent: p,
-		lazy: p.lazy.clone(), cursor: p.cursor, probeAddr: p.probeAddr,
+		lazy: p.lazy.clone(), cursor: p.cursor, dir: p.dir, probeAddr: p.probeAddr,
 		knownChildren: map[int]bool{}, forkTick: bootTicks(),
 	}
+	p.mu.Unlock()
 	d.stats.Forks++
 	if err := d.addProcess(c); err != nil {
 		return

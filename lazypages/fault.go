@@ -1,21 +1,28 @@
 package lazypages
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/lazyr/lazyr/images"
 	"github.com/lazyr/lazyr/uffd"
 	"golang.org/x/sys/unix"
 )
 
 // serveUffd reads what the process's uffd has (a few batches at most, so
-// other processes get their turn) and serves it.
+// other processes get their turn) and serves it in two phases: the
+// faulting pages first, with the gate still held, then the runs around
+// them. Keeping prefetch workers paused while the faulting pages go in
+// frees a processor for the threads those copies wake: on a small machine
+// the woken thread would otherwise preempt the loop in the middle of its
+// work (the kernel wakes it onto the loop's processor when the other one
+// is busy copying).
 func (d *daemon) serveUffd(p *process) {
 	for round := 0; round < 4 && !p.done && d.fatal == nil; round++ {
+		d.lockGate(p)
 		n, _ := d.readMsgs(p)
-		d.serveQueue(p)
+		d.servePages(p)
+		d.unlockGate(p)
+		d.serveHoods()
 		if n < len(d.msgs) {
 			break
 		}
@@ -23,12 +30,41 @@ func (d *daemon) serveUffd(p *process) {
 	d.checkComplete(p)
 }
 
+// lockGate takes p's gate for the loop, waiting for workers' copies of p
+// to end (see prefetch.go).
+func (d *daemon) lockGate(p *process) {
+	waitStart := time.Now()
+	p.gate.Lock()
+	p.gated = true
+	if w := time.Since(waitStart); w > time.Microsecond {
+		d.readWait.add(w)
+	}
+}
+
+func (d *daemon) unlockGate(p *process) {
+	if p.gated {
+		p.gated = false
+		p.gate.Unlock()
+	}
+}
+
 // readMsgs reads one batch of messages: events are applied at once, in the
 // order the kernel reported them; faults are queued. It returns how many
 // messages came and how many of them were events.
+//
+// The read happens with the gate held exclusively: no prefetch copy is in
+// flight while the kernel hands over an event. That matters because
+// reading an event lets the process go on (an madvise then zaps its
+// pages): a worker copy of pages claimed before the event was applied
+// could otherwise land after the zap and put image data where the process
+// must now read zeros.
 func (d *daemon) readMsgs(p *process) (msgs, events int) {
 	if p.done {
 		return 0, 0
+	}
+	if !p.gated {
+		d.lockGate(p)
+		defer d.unlockGate(p)
 	}
 	n, err := p.u.ReadMsgs(d.msgs)
 	if err != nil {
@@ -36,13 +72,20 @@ func (d *daemon) readMsgs(p *process) (msgs, events int) {
 		return 0, 0
 	}
 	now := time.Now()
+	p.mu.Lock()
+	// Whatever made workers back off has been read now.
+	p.stallUntil = time.Time{}
+	p.mu.Unlock()
 	for _, m := range d.msgs[:n] {
 		if m.Event == uffd.EventPagefault {
-			p.queue = append(p.queue, queuedFault{addr: m.Pagefault.Address, at: now})
+			p.push(queuedFault{addr: m.Pagefault.Address, at: now})
 			continue
 		}
 		events++
 		d.handleEvent(p, m)
+	}
+	if events > 0 {
+		d.kickWorkers()
 	}
 	return n, events
 }
@@ -61,38 +104,263 @@ func (d *daemon) drainEvents(p *process) int {
 	return total
 }
 
+// serveQueue serves the faults queued for p, both phases.
 func (d *daemon) serveQueue(p *process) {
-	for len(p.queue) > 0 && !p.done && d.fatal == nil {
-		f := p.queue[0]
-		p.queue = p.queue[1:]
-		d.serveFault(p, f)
+	d.servePages(p)
+	d.serveHoods()
+}
+
+// servePages serves the faulting pages of p's queued faults; the runs
+// around them wait in d.hoods.
+func (d *daemon) servePages(p *process) {
+	for !p.done && d.fatal == nil {
+		f, ok := p.pop()
+		if !ok {
+			return
+		}
+		d.servePage(p, f)
 	}
 }
 
-// serveFault resolves one fault: the pending run around it is copied from
-// the source, any other page gets the zero page (never dumped, or dropped
-// by MADV_DONTNEED: both must read zero).
-func (d *daemon) serveFault(p *process, f queuedFault) {
-	d.stats.Faults++
-	d.lastFault = time.Now()
-	d.chunk = prefetchMinChunk
+// hood is the rest of a faulting page's run, to be copied after the page.
+type hood struct {
+	p    *process
+	page uint64
+	r    run
+}
+
+// serveHoods copies the runs around the pages servePages served.
+func (d *daemon) serveHoods() {
+	for d.hoodHead < len(d.hoods) {
+		h := d.hoods[d.hoodHead]
+		d.hoods[d.hoodHead] = hood{}
+		d.hoodHead++
+		if d.hoodHead == len(d.hoods) {
+			d.hoods, d.hoodHead = d.hoods[:0], 0
+		}
+		if !h.p.done && d.fatal == nil {
+			d.copyHood(h)
+		}
+	}
+}
+
+// servePage resolves one fault. A pending page is copied first on its own
+// (one 4 KiB UFFDIO_COPY, which wakes the thread: that is the fault's
+// latency); the rest of the pending run around it in the aligned 64 KiB
+// window follows in serveHoods. Any other page gets the zero page (never
+// dumped, or dropped by MADV_DONTNEED: both must read zero).
+func (d *daemon) servePage(p *process, f queuedFault) {
+	if !f.again {
+		d.stats.Faults++
+	}
+	d.lastFault.Store(time.Now().UnixNano())
+	page := f.addr &^ (pageSize - 1)
 	deadline := time.Now().Add(eagainGiveUp)
 	for attempt := 0; !p.done && d.fatal == nil; attempt++ {
-		var err error
-		if r, ok := p.lazy.faultRun(f.addr, faultWindowPages); ok {
-			err = d.fill(p, r, true)
-			p.cursor = r.addr + r.bytes()
-		} else {
-			err = d.zeroFault(p, f.addr)
+		p.mu.Lock()
+		p.noteFault(page)
+		r, pending := p.lazy.faultRun(page, faultWindowPages)
+		var rd *asyncRead
+		if pending && d.async != nil {
+			rd = p.readOf(page)
 		}
-		if err != errRetry {
-			break
+		p.mu.Unlock()
+		var errno unix.Errno
+		switch {
+		case rd != nil:
+			// Its read is in flight: the copy that follows it serves
+			// this fault too.
+			rd.waiters = append(rd.waiters, f)
+			return
+		case pending && d.async != nil:
+			d.startRead(p, r, true, f)
+			return
+		case pending:
+			errno = d.faultCopy(p, page, r, f)
+		default:
+			errno = d.faultZero(p, page, f)
 		}
-		if !d.backoff(attempt, deadline, p, f.addr) {
+		if !d.resolve(p, page, errno) {
+			return
+		}
+		if !d.backoff(attempt, deadline, p, page) {
 			return
 		}
 	}
+}
+
+// resolve deals with an errno that stopped a fill at addr on the loop. It
+// returns true when the fill must be retried, after the events that
+// explain the errno were read.
+func (d *daemon) resolve(p *process, addr uint64, errno unix.Errno) bool {
+	switch errno {
+	case 0:
+		return false
+	case unix.EAGAIN:
+		d.drainEvents(p)
+		return true
+	case unix.ESRCH:
+		d.gone(p)
+		return false
+	case unix.ENOENT:
+		// No registered VMA there any more. Normally its UNMAP (or
+		// REMAP) event is about to arrive and says what happened;
+		// without one the page is gone for good.
+		if d.drainEvents(p) > 0 {
+			return true
+		}
+		p.mu.Lock()
+		d.stats.PagesDropped += p.lazy.clear(addr, addr+pageSize)
+		p.mu.Unlock()
+		p.u.Wake(addr, pageSize)
+		return true
+	}
+	return false
+}
+
+// faultCopy serves a pending page and queues the rest of r, its run.
+func (d *daemon) faultCopy(p *process, page uint64, r run, f queuedFault) unix.Errno {
+	one := run{addr: page, src: r.src + (page - r.addr), npages: 1}
+	p.mu.Lock()
+	p.claim(one)
+	p.mu.Unlock()
+	before := d.lf.c.copied
+	done, errno, err := d.lf.fill(p.u, p.srcPid, one)
+	p.mu.Lock()
+	p.unclaim(one, done)
+	p.mu.Unlock()
+	d.stats.PagesByFault += d.lf.c.copied - before
+	if err != nil {
+		d.fail(fmt.Errorf("%s, page %#x: %w", p.label(), page, err))
+		return 0
+	}
+	if errno != 0 {
+		return errno
+	}
 	d.lat.add(time.Since(f.at))
+	if r.npages > 1 {
+		d.hoods = append(d.hoods, hood{p: p, page: page, r: r})
+	}
+	return 0
+}
+
+// copyHood copies the neighbourhood of a served page: the thread runs
+// already, and what it touches next is likely here. Upward first unless
+// the process walks down.
+func (d *daemon) copyHood(h hood) {
+	r, page := h.r, h.page
+	lo := run{addr: r.addr, src: r.src, npages: (page - r.addr) / pageSize}
+	hi := run{addr: page + pageSize, src: r.src + (page - r.addr) + pageSize, npages: r.npages - lo.npages - 1}
+	h.p.mu.Lock()
+	down := h.p.dir < 0
+	h.p.mu.Unlock()
+	if down {
+		lo, hi = hi, lo
+	}
+	for _, part := range [2]run{hi, lo} {
+		if part.npages > 0 && !h.p.done && d.fatal == nil {
+			d.loopFill(h.p, part, true)
+		}
+	}
+}
+
+// loopFill copies r (or what of it is still pending and not busy) on the
+// loop. Errors end in d.fail; errnos are resolved, but work lost to them
+// (the process changed its mappings) is left to later faults and prefetch.
+func (d *daemon) loopFill(p *process, r run, byFault bool) {
+	p.mu.Lock()
+	parts := d.pendingParts(p, r)
+	for _, part := range parts {
+		p.claim(part)
+	}
+	p.mu.Unlock()
+	for i, part := range parts {
+		before := d.lf.c.copied
+		var done uint64
+		var errno unix.Errno
+		var err error
+		if !p.done && d.fatal == nil {
+			done, errno, err = d.lf.fill(p.u, p.srcPid, part)
+		}
+		p.mu.Lock()
+		p.unclaim(part, done)
+		if errno != 0 || err != nil {
+			for _, rest := range parts[i+1:] {
+				p.unclaim(rest, 0)
+			}
+		}
+		p.mu.Unlock()
+		if n := d.lf.c.copied - before; byFault {
+			d.stats.PagesByFault += n
+		} else {
+			d.stats.PagesByPrefetch += n
+		}
+		if err != nil {
+			d.fail(fmt.Errorf("%s: %w", p.label(), err))
+			return
+		}
+		if errno != 0 {
+			d.resolve(p, part.addr+done, errno)
+			return
+		}
+	}
+}
+
+// pendingParts splits r into the runs of it that are pending and not
+// busy, in d.parts (reused). Preconditions: p.mu held.
+func (d *daemon) pendingParts(p *process, r run) []run {
+	d.parts = d.parts[:0]
+	for a := r.addr; a < r.end(); {
+		next, ok := p.lazy.nextRunFrom(a, (r.end()-a)/pageSize)
+		if !ok || next.addr < a || next.addr >= r.end() {
+			break // nothing more in r (the search wrapped, or went past)
+		}
+		next.npages = min(next.npages, (r.end()-next.addr)/pageSize)
+		a = next.end()
+		for next.npages > 0 {
+			part, skipTo := trimBusyUp(next, p.busy)
+			if part.npages == 0 {
+				// next starts in a busy run: go on after it.
+				if skipTo >= next.end() {
+					break
+				}
+				cut := (skipTo - next.addr) / pageSize
+				next = run{addr: skipTo, src: next.src + cut*pageSize, npages: next.npages - cut}
+				continue
+			}
+			d.parts = append(d.parts, part)
+			next = run{addr: part.end(), src: part.src + part.bytes(), npages: next.npages - part.npages}
+		}
+	}
+	return d.parts
+}
+
+// faultZero answers a fault on a page that is not pending: the zero page
+// (EEXIST when the page was copied meanwhile: then only a wake is due).
+func (d *daemon) faultZero(p *process, page uint64, f queuedFault) unix.Errno {
+	n, errno := p.u.ZeroPageErrno(page, pageSize, 0)
+	switch errno {
+	case 0:
+		d.stats.ZeroPages += uint64(n) / pageSize
+	case unix.EEXIST:
+		// Filled meanwhile; the copy that filled it woke the thread,
+		// but a wake is cheap insurance against a lost one.
+		p.u.Wake(page, pageSize)
+	case unix.ENOENT:
+		// The VMA went away; wake the thread so it faults again
+		// against the new layout.
+		p.u.Wake(page, pageSize)
+	case unix.EAGAIN, unix.ESRCH:
+		return errno
+	default:
+		d.fail(fmt.Errorf("UFFDIO_ZEROPAGE in %s: %w", p.label(), errno))
+		return 0
+	}
+	p.mu.Lock()
+	p.lazy.clear(page, page+pageSize)
+	p.mu.Unlock()
+	d.lat.add(time.Since(f.at))
+	return 0
 }
 
 // backoff waits before retrying an operation that met EAGAIN. The kernel
@@ -108,117 +376,4 @@ func (d *daemon) backoff(attempt int, deadline time.Time, p *process, addr uint6
 		time.Sleep(min(50*time.Microsecond<<min(attempt, 8), 10*time.Millisecond))
 	}
 	return true
-}
-
-func isNotInImage(err error) bool {
-	return errors.Is(err, ErrNotInImage) || errors.Is(err, images.ErrNotInImage)
-}
-
-// fill copies run r in from the source.
-func (d *daemon) fill(p *process, r run, byFault bool) error {
-	buf := d.buf[:r.bytes()]
-	err := d.src.ReadPages(p.srcPid, r.src, buf)
-	if isNotInImage(err) {
-		if r.npages == 1 {
-			// Listed as dumped but the source has no data: like any
-			// page not in the image, it reads as zero.
-			return d.zeroRun(p, r.addr, byFault)
-		}
-		// Find the missing pages one by one.
-		for i := uint64(0); i < r.npages && !p.done && d.fatal == nil; i++ {
-			one := run{addr: r.addr + i*pageSize, src: r.src + i*pageSize, npages: 1}
-			if err := d.fill(p, one, byFault); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err != nil {
-		d.fail(fmt.Errorf("page source: %s, pages [%#x,+%#x): %w", p.label(), r.src, r.bytes(), err))
-		return err
-	}
-	return d.copyRun(p, r.addr, buf, byFault)
-}
-
-// copyRun UFFDIO_COPYs buf to addr, accounting page by page.
-func (d *daemon) copyRun(p *process, addr uint64, buf []byte, byFault bool) error {
-	off := uint64(0)
-	for off < uint64(len(buf)) && !p.done {
-		n, err := p.u.Copy(addr+off, buf[off:], 0)
-		if n > 0 {
-			p.lazy.clear(addr+off, addr+off+uint64(n))
-			pages := uint64(n) / pageSize
-			if byFault {
-				d.stats.PagesByFault += pages
-			} else {
-				d.stats.PagesByPrefetch += pages
-			}
-			d.stats.BytesCopied += uint64(n)
-			off += uint64(n)
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, unix.EAGAIN) && n > 0:
-			// A partial copy: retrying the rest reports the cause.
-		case errors.Is(err, unix.EEXIST):
-			// Present already (filled before it was registered, or by
-			// an earlier copy): done.
-			p.lazy.clear(addr+off, addr+off+pageSize)
-			d.stats.PagesExisting++
-			off += pageSize
-		case errors.Is(err, unix.EAGAIN):
-			d.drainEvents(p)
-			return errRetry
-		case errors.Is(err, unix.ESRCH):
-			d.gone(p)
-			return nil
-		case errors.Is(err, unix.ENOENT):
-			// No registered VMA there any more. Normally its UNMAP
-			// (or REMAP) event is about to arrive and says what
-			// happened; without one the page is gone for good.
-			if d.drainEvents(p) > 0 {
-				return errRetry
-			}
-			d.stats.PagesDropped += p.lazy.clear(addr+off, addr+off+pageSize)
-			p.u.Wake(addr+off, pageSize)
-			return errRetry
-		default:
-			d.fail(fmt.Errorf("UFFDIO_COPY into %s: %w", p.label(), err))
-			return err
-		}
-	}
-	return nil
-}
-
-// zeroFault answers a fault on a page that is not pending.
-func (d *daemon) zeroFault(p *process, addr uint64) error {
-	return d.zeroRun(p, addr&^(pageSize-1), true)
-}
-
-// zeroRun maps the zero page at addr (one page) and marks it done.
-func (d *daemon) zeroRun(p *process, addr uint64, byFault bool) error {
-	_, err := p.u.ZeroPage(addr, pageSize, 0)
-	switch {
-	case err == nil:
-		d.stats.ZeroPages++
-	case errors.Is(err, unix.EEXIST):
-		// Filled meanwhile; the copy that filled it woke the thread,
-		// but a wake is cheap insurance against a lost one.
-		p.u.Wake(addr, pageSize)
-	case errors.Is(err, unix.EAGAIN):
-		d.drainEvents(p)
-		return errRetry
-	case errors.Is(err, unix.ESRCH):
-		d.gone(p)
-		return nil
-	case errors.Is(err, unix.ENOENT):
-		// The VMA went away; wake the thread so it faults again
-		// against the new layout.
-		p.u.Wake(addr, pageSize)
-	default:
-		d.fail(fmt.Errorf("UFFDIO_ZEROPAGE in %s: %w", p.label(), err))
-		return err
-	}
-	p.lazy.clear(addr, addr+pageSize)
-	return nil
 }

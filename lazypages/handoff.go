@@ -239,6 +239,10 @@ func (d *daemon) register(c *conn, r *pendingReg) error {
 	}
 	// From here on the process owns the fds.
 	r.uffd, r.pidfd = -1, -1
+	// The quiet period runs from here: a process that just started
+	// usually faults in a burst, and those faults go first. (Before
+	// addProcess: workers may take the process at once.)
+	d.lastFault.Store(time.Now().UnixNano())
 	if err := d.addProcess(p); err != nil {
 		return err
 	}
@@ -247,9 +251,6 @@ func (d *daemon) register(c *conn, r *pendingReg) error {
 	if d.firstReg.IsZero() {
 		d.firstReg = time.Now()
 	}
-	// The quiet period runs from here: a process that just started
-	// usually faults in a burst, and those faults go first.
-	d.lastFault = time.Now()
 	d.checkComplete(p)
 	return nil
 }

@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/lazyr/lazyr/images"
+	"golang.org/x/sys/unix"
 )
 
 // imageSource serves pages from a CRIU image directory: pagemap-PID.img
@@ -15,8 +17,15 @@ import (
 // incremental dump marks runs PE_PARENT: their data is in the parent
 // image, found through the directory's "parent" symlink (CRIU's layout),
 // recursively.
+//
+// Each pages file is also mapped read-only (MappedPages): UFFDIO_COPY then
+// reads the page cache directly, with no pread into a buffer first. The
+// daemon never touches the mapping itself; the kernel reads it with
+// copy_from_user, so even a file truncated behind our back yields EFAULT
+// from the ioctl, never SIGBUS.
 type imageSource struct {
 	dir    *images.Dir
+	mu     sync.Mutex // guards procs
 	procs  map[int]*imageProc
 	parent *imageSource // nil: no parent link
 	depth  int
@@ -25,13 +34,15 @@ type imageSource struct {
 type imageProc struct {
 	pm    *images.Pagemap
 	pages *images.Pages
+	data  []byte // the pages file, mapped; nil when it holds nothing
 }
 
 // maxParentDepth bounds the parent chain (and so a symlink loop).
 const maxParentDepth = 32
 
 // NewImageSource serves the pages of the processes dumped in imagesDir.
-// Pagemaps are read on first use, per process.
+// Pagemaps are read on first use, per process. The source is a
+// MappedSource.
 func NewImageSource(imagesDir string) (PageSource, error) {
 	return openImageSource(imagesDir, 0)
 }
@@ -59,6 +70,8 @@ func openImageSource(path string, depth int) (*imageSource, error) {
 }
 
 func (s *imageSource) proc(pid int) (*imageProc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if p := s.procs[pid]; p != nil {
 		return p, nil
 	}
@@ -71,8 +84,51 @@ func (s *imageSource) proc(pid int) (*imageProc, error) {
 		return nil, err
 	}
 	p := &imageProc{pm: pm, pages: pages}
+	// Mapping is O(1): no page is read until a copy needs it.
+	if f := pages.File(); f != nil && pm.TotalPages() > 0 {
+		size := int(pm.TotalPages() * pageSize)
+		if p.data, err = unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+			pages.Close()
+			return nil, fmt.Errorf("map %s: %w", f.Name(), err)
+		}
+	}
 	s.procs[pid] = p
 	return p, nil
+}
+
+// MappedPages returns the mapped bytes of the pages from addr on, as far
+// as they are contiguous in one pages file (adjacent pagemap entries
+// usually are), at most n bytes.
+func (s *imageSource) MappedPages(pid int, addr uint64, n uint64) ([]byte, error) {
+	if addr%pageSize != 0 || n%pageSize != 0 || n == 0 {
+		return nil, fmt.Errorf("mapped pages: %d bytes at %#x are not whole pages: %w", n, addr, unix.EINVAL)
+	}
+	p, err := s.proc(pid)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := p.pm.Find(addr)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: pid %d page %#x", ErrNotInImage, pid, addr)
+	case e.Present():
+		off := uint64(e.Offset) + addr - e.Vaddr
+		m := min(n, e.End()-addr)
+		for m < n {
+			next, ok := p.pm.Find(addr + m)
+			if !ok || !next.Present() || uint64(next.Offset) != off+m {
+				break
+			}
+			m = min(n, next.End()-addr)
+		}
+		if off+m > uint64(len(p.data)) {
+			return nil, fmt.Errorf("pages of pid %d at %#x: %w: beyond the pages file", pid, addr, images.ErrCorrupt)
+		}
+		return p.data[off : off+m : off+m], nil
+	case e.Flags&images.PEParent != 0 && s.parent != nil:
+		return s.parent.MappedPages(pid, addr, min(n, e.End()-addr))
+	}
+	return nil, fmt.Errorf("%w: pid %d page %#x (flags %#x)", ErrNotInImage, pid, addr, e.Flags)
 }
 
 func (s *imageSource) ReadPages(pid int, addr uint64, dst []byte) error {
@@ -149,6 +205,9 @@ func appendExtent(out []Extent, e Extent) []Extent {
 func (s *imageSource) Close() error {
 	var errs []error
 	for _, p := range s.procs {
+		if p.data != nil {
+			errs = append(errs, unix.Munmap(p.data))
+		}
 		errs = append(errs, p.pages.Close())
 	}
 	errs = append(errs, s.dir.Close())

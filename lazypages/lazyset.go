@@ -27,12 +27,16 @@ func (a *area) npages() uint64 { return (a.end - a.start) / pageSize }
 
 func (a *area) isPending(i uint64) bool { return a.bits[i/64]&(1<<(i%64)) != 0 }
 
+// setRange marks pages [i, j) pending, a word at a time: registration
+// builds sets of hundreds of thousands of pages and must stay cheap.
 func (a *area) setRange(i, j uint64) {
-	for ; i < j; i++ {
-		if !a.isPending(i) {
-			a.bits[i/64] |= 1 << (i % 64)
-			a.pending++
-		}
+	for i < j {
+		w, b := i/64, i%64
+		n := min(64-b, j-i)
+		mask := ^uint64(0) >> (64 - n) << b
+		a.pending += uint64(bits.OnesCount64(mask &^ a.bits[w]))
+		a.bits[w] |= mask
+		i += n
 	}
 }
 
@@ -165,6 +169,10 @@ type run struct {
 
 func (r run) bytes() uint64 { return r.npages * pageSize }
 
+func (r run) end() uint64 { return r.addr + r.bytes() }
+
+func (r run) contains(addr uint64) bool { return addr >= r.addr && addr < r.end() }
+
 // faultRun returns the pending run around the page at addr, limited to the
 // naturally aligned window of window pages that contains it, or ok=false if
 // the page is not pending.
@@ -193,8 +201,26 @@ func (s *lazySet) faultRun(addr uint64, window uint64) (run, bool) {
 }
 
 // nextRun returns the first pending run at or after cursor (wrapping
-// around to the lowest address), at most maxPages long.
-func (s *lazySet) nextRun(cursor uint64, maxPages uint64) (run, bool) {
+// around to the lowest address), at most maxPages long, that overlaps none
+// of the busy runs (being copied elsewhere).
+func (s *lazySet) nextRun(cursor uint64, maxPages uint64, busy []run) (run, bool) {
+	// Every busy run skipped moves the cursor past it; each can be met
+	// once before and once after the wrap.
+	for tries := 0; tries <= 2*len(busy)+1; tries++ {
+		r, ok := s.nextRunFrom(cursor, maxPages)
+		if !ok {
+			return run{}, false
+		}
+		r, skipTo := trimBusyUp(r, busy)
+		if r.npages > 0 {
+			return r, true
+		}
+		cursor = skipTo
+	}
+	return run{}, false
+}
+
+func (s *lazySet) nextRunFrom(cursor uint64, maxPages uint64) (run, bool) {
 	if s.pending == 0 {
 		return run{}, false
 	}
@@ -222,6 +248,112 @@ func (s *lazySet) nextRun(cursor uint64, maxPages uint64) (run, bool) {
 		return run{addr: a.start + i*pageSize, src: a.src + i*pageSize, npages: j - i}, true
 	}
 	return run{}, false
+}
+
+// trimBusyUp cuts r before the first busy run inside it. When r starts in
+// a busy run nothing is left, and skipTo is where to search on.
+func trimBusyUp(r run, busy []run) (run, uint64) {
+	for _, b := range busy {
+		if b.addr >= r.end() || b.end() <= r.addr {
+			continue
+		}
+		if b.addr <= r.addr {
+			return run{}, b.end()
+		}
+		r.npages = (b.addr - r.addr) / pageSize
+	}
+	return r, 0
+}
+
+// prevRun is nextRun downwards: the pending run that ends at the highest
+// pending page below cursor (wrapping around to the highest address), at
+// most maxPages long, overlapping no busy run.
+func (s *lazySet) prevRun(cursor uint64, maxPages uint64, busy []run) (run, bool) {
+	for tries := 0; tries <= 2*len(busy)+1; tries++ {
+		r, ok := s.prevRunFrom(cursor, maxPages)
+		if !ok {
+			return run{}, false
+		}
+		r, skipTo := trimBusyDown(r, busy)
+		if r.npages > 0 {
+			return r, true
+		}
+		cursor = skipTo
+	}
+	return run{}, false
+}
+
+func (s *lazySet) prevRunFrom(cursor uint64, maxPages uint64) (run, bool) {
+	if s.pending == 0 {
+		return run{}, false
+	}
+	// The last area starting below cursor.
+	i, _ := slices.BinarySearchFunc(s.areas, cursor, func(a *area, addr uint64) int {
+		if a.start < addr {
+			return -1
+		}
+		return 1
+	})
+	n := len(s.areas)
+	for k := 0; k <= n; k++ {
+		ai := ((i-1-k)%n + n) % n
+		a := s.areas[ai]
+		top := a.npages() // pages below index top are candidates
+		if k == 0 && cursor > a.start && cursor < a.end {
+			top = (cursor - a.start) / pageSize
+		}
+		j := a.prevPending(top)
+		if j < 0 {
+			continue
+		}
+		lo := uint64(j)
+		for lo > 0 && uint64(j)+1-lo < maxPages && a.isPending(lo-1) {
+			lo--
+		}
+		return run{addr: a.start + lo*pageSize, src: a.src + lo*pageSize, npages: uint64(j) + 1 - lo}, true
+	}
+	return run{}, false
+}
+
+// trimBusyDown cuts r above the last busy run inside it; when r ends in a
+// busy run nothing is left and skipTo is where to search on (downwards).
+func trimBusyDown(r run, busy []run) (run, uint64) {
+	for _, b := range busy {
+		if b.addr >= r.end() || b.end() <= r.addr {
+			continue
+		}
+		if b.end() >= r.end() {
+			return run{}, b.addr
+		}
+		cut := (b.end() - r.addr) / pageSize
+		r.addr, r.src, r.npages = b.end(), r.src+cut*pageSize, r.npages-cut
+	}
+	return r, 0
+}
+
+// prevPending returns the last pending page index below top, or -1.
+func (a *area) prevPending(top uint64) int64 {
+	for top > 0 {
+		i := top - 1
+		w := a.bits[i/64] << (63 - i%64) // page i at bit 63
+		if w != 0 {
+			return int64(i) - int64(bits.LeadingZeros64(w))
+		}
+		top = i - i%64
+	}
+	return -1
+}
+
+// pendingAt reports whether the page at addr is pending and still backed
+// by source address src (an mremap may have moved other pages there).
+func (s *lazySet) pendingAt(addr, src uint64) bool {
+	ai := s.find(addr)
+	if ai < 0 {
+		return false
+	}
+	a := s.areas[ai]
+	i := (addr - a.start) / pageSize
+	return a.isPending(i) && a.src+i*pageSize == src
 }
 
 // clear marks [start, end) as no longer pending (copied, or dropped by

@@ -69,11 +69,11 @@ func TestLazySetBuild(t *testing.T) {
 	if _, ok := s.faultRun(0x14000, 16); ok {
 		t.Error("faultRun on a page that is not pending")
 	}
-	r, ok = s.nextRun(0x30000, 4)
+	r, ok = s.nextRun(0x30000, 4, nil)
 	if !ok || r.addr != 0x41000 || r.npages != 1 {
 		t.Errorf("nextRun = %+v, %v", r, ok)
 	}
-	r, ok = s.nextRun(0x50000, 100) // wraps around
+	r, ok = s.nextRun(0x50000, 100, nil) // wraps around
 	if !ok || r.addr != 0x10000 || r.npages != 2 {
 		t.Errorf("nextRun after the end = %+v, %v", r, ok)
 	}
@@ -128,7 +128,7 @@ func TestLazySetRandom(t *testing.T) {
 					s.clear(r.addr, r.addr+r.bytes())
 				}
 			case 1: // prefetch
-				if r, ok := s.nextRun(page(), 8); ok {
+				if r, ok := s.nextRun(page(), 8, nil); ok {
 					for p := r.addr; p < r.addr+r.bytes(); p += pageSize {
 						if m[p] != r.src+(p-r.addr) {
 							t.Fatalf("prefetch run page %#x wrong", p)

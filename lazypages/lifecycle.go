@@ -1,7 +1,6 @@
 package lazypages
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -16,6 +15,7 @@ func (d *daemon) fail(err error) {
 		return
 	}
 	d.fatal = err
+	d.stopping.Store(true)
 	killTree(d.livePidfds(), d.livePids())
 }
 
@@ -44,6 +44,7 @@ func (d *daemon) livePids() []int {
 // them (and their descendants) again before it lets go of the uffds, so
 // even a fork the daemon did not match yet cannot run on zero pages.
 func (d *daemon) abort() error {
+	d.stopWorkers()
 	d.guard.close()
 	d.guard.wait(guardExitTimeout)
 	for len(d.order) > 0 {
@@ -54,6 +55,7 @@ func (d *daemon) abort() error {
 
 // finish ends Serve normally: every process is complete or gone.
 func (d *daemon) finish() error {
+	d.stopWorkers()
 	// Nothing depends on the guard any more; if even this send fails it
 	// finds the socket closed and has nobody left to kill.
 	d.guard.send(&message{Type: msgGuardFinished})
@@ -72,6 +74,7 @@ func (d *daemon) close() {
 		<-d.ctxDone
 		d.stopCtx = nil
 	}
+	d.stopWorkers()
 	for len(d.order) > 0 {
 		d.release(d.order[0])
 	}
@@ -91,6 +94,14 @@ func (d *daemon) close() {
 		unix.Close(d.cancelFd)
 		d.cancelFd = -1
 	}
+	// Reads still in flight at an AsyncSource may complete after this:
+	// their notify finds the fd gone rather than a reused number.
+	d.nmu.Lock()
+	if d.notifyFd >= 0 {
+		unix.Close(d.notifyFd)
+		d.notifyFd = -1
+	}
+	d.nmu.Unlock()
 	if d.ep >= 0 {
 		unix.Close(d.ep)
 		d.ep = -1
@@ -110,8 +121,18 @@ func (d *daemon) release(p *process) {
 	if p.done {
 		return
 	}
+	// No worker may be copying through the uffd when it closes.
+	if !p.gated {
+		p.gate.Lock()
+		defer p.gate.Unlock()
+	}
+	p.mu.Lock()
 	p.done = true
-	p.queue = nil
+	p.mu.Unlock()
+	if d.pf != nil {
+		d.pf.remove(p)
+	}
+	p.queue, p.head = nil, 0
 	d.unwatchFd(p.u.Fd())
 	p.u.Close()
 	if p.pidfd >= 0 {
@@ -160,6 +181,9 @@ func (d *daemon) addProcess(p *process) error {
 	}
 	d.procs[p.id] = p
 	d.order = append(d.order, p)
+	if d.pf != nil {
+		d.pf.add(p)
+	}
 	if err := d.watchFd(p.u.Fd(), unix.EPOLLIN, &watch{kind: watchUffd, proc: p}); err != nil {
 		d.fail(err)
 		return err
@@ -180,12 +204,12 @@ func (d *daemon) addProcess(p *process) error {
 // on its uffd are read first (a FORK must not be lost) and faults already
 // read are answered.
 func (d *daemon) checkComplete(p *process) {
-	if p.done || p.lazy.pending > 0 {
+	if p.done || p.pending() > 0 {
 		return
 	}
 	d.drainEvents(p)
 	d.serveQueue(p)
-	if p.done || p.lazy.pending > 0 {
+	if p.done || p.pending() > 0 || len(p.reads) > 0 {
 		return
 	}
 	d.release(p)
@@ -199,7 +223,7 @@ func (d *daemon) gone(p *process) {
 	if p.done {
 		return
 	}
-	if p.lazy.pending > 0 {
+	if p.pending() > 0 {
 		d.stats.ProcessesGone++
 	}
 	d.release(p)
@@ -223,4 +247,11 @@ func (d *daemon) pidfdReady(p *process) {
 	}
 }
 
-var errRetry = errors.New("retry after events")
+// stopWorkers ends prefetch workers (before processes are let go, so none
+// is left copying).
+func (d *daemon) stopWorkers() {
+	d.stopping.Store(true)
+	if d.pf != nil {
+		d.pf.stopWorkers()
+	}
+}

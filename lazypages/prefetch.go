@@ -1,26 +1,245 @@
 package lazypages
 
-// prefetchStep copies one chunk of some process's remaining pages. Chunks
-// grow from 64 KiB to 4 MiB while no fault comes in and shrink back on the
-// next fault: small chunks keep the delay a fault can see low right after
-// activity, big ones make a quiet transfer efficient. Processes take turns.
-func (d *daemon) prefetchStep() {
-	for tries := 0; tries < len(d.order); tries++ {
-		d.rr = (d.rr + 1) % len(d.order)
-		p := d.order[d.rr]
-		if p.done || p.lazy.pending == 0 {
-			continue
-		}
-		r, ok := p.lazy.nextRun(p.cursor, d.chunk/pageSize)
-		if !ok {
-			continue
-		}
-		p.cursor = r.addr + r.bytes()
-		if err := d.fill(p, r, false); err != nil && err != errRetry {
-			return
-		}
-		d.chunk = min(d.chunk*2, prefetchMaxChunk)
-		d.checkComplete(p)
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Prefetch from a synchronous source runs on a small pool of worker
+// goroutines (Options.PrefetchWorkers; a fixed pool, not one per process),
+// so a fault never waits behind a prefetch copy on the fault loop: the
+// kernel lets UFFDIO_COPYs on one uffd run concurrently, and whoever
+// fills a page second meets EEXIST. Workers take turns over the processes
+// and copy pieces of prefetchPiece from the cursor on, in the direction
+// the process's faults go (up or down), skipping runs someone is copying
+// already; past the end they wrap around to the rest.
+//
+// The gate. Reading an event from a uffd lets the process that caused it
+// go on, and for MADV_DONTNEED the kernel zaps the pages only then, with
+// the copy side unlocked. A worker copy that was started from the
+// pending set as it was before the loop applied the event could install
+// image data after the zap, where the process must now read zeros. So
+// each worker step (claim a run, copy it, clear it) holds the process's
+// gate shared, and the loop holds it exclusively while it reads messages
+// and applies events. The loop therefore reads a uffd only between
+// worker copies of that process: prefetchPiece bounds that wait (Stats
+// ReadWait records it). Copies the loop itself makes need no gate: it is
+// the reader.
+//
+// Workers never read the uffd. A copy that meets EAGAIN (an event is
+// queued) or ENOENT (the mapping went away) keeps workers off the process
+// until the loop has read it; ESRCH and ENOENT are handed to the loop
+// through an eventfd, as are errors and completed processes.
+type prefetcher struct {
+	d    *daemon
+	mu   sync.Mutex
+	list []*process // the processes workers serve, in turns
+	rr   int
+	stop bool
+	err  error // the first worker failure, for the loop
+	c    counters
+
+	wake chan struct{} // kicks idle workers
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newPrefetcher(d *daemon, workers int) *prefetcher {
+	pf := &prefetcher{d: d, wake: make(chan struct{}, workers), quit: make(chan struct{})}
+	for range workers {
+		pf.wg.Add(1)
+		go pf.work()
+	}
+	return pf
+}
+
+// stopWorkers ends the workers and waits for them; their counters are in
+// pf.c afterwards. Safe to call twice.
+func (pf *prefetcher) stopWorkers() {
+	pf.mu.Lock()
+	if pf.stop {
+		pf.mu.Unlock()
+		pf.wg.Wait()
 		return
 	}
+	pf.stop = true
+	close(pf.quit)
+	pf.mu.Unlock()
+	pf.wg.Wait()
+}
+
+func (pf *prefetcher) add(p *process) {
+	pf.mu.Lock()
+	pf.list = append(pf.list, p)
+	pf.mu.Unlock()
+	pf.kick()
+}
+
+func (pf *prefetcher) remove(p *process) {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	for i, q := range pf.list {
+		if q == p {
+			pf.list = append(pf.list[:i], pf.list[i+1:]...)
+			if pf.rr > i {
+				pf.rr--
+			}
+			return
+		}
+	}
+}
+
+// kick wakes idle workers: there may be work (a new process, events read).
+func (pf *prefetcher) kick() {
+	for {
+		select {
+		case pf.wake <- struct{}{}:
+		default:
+			return
+		}
+	}
+}
+
+func (pf *prefetcher) work() {
+	defer pf.wg.Done()
+	f := newFiller(pf.d.src, prefetchPiece)
+	defer func() {
+		pf.mu.Lock()
+		pf.c.copied += f.c.copied
+		pf.c.existing += f.c.existing
+		pf.c.zero += f.c.zero
+		pf.mu.Unlock()
+	}()
+	var timer *time.Timer
+	for {
+		p, wait := pf.next()
+		if p != nil {
+			if pf.step(p, f) {
+				continue
+			}
+			// Everything p has left is being copied by others.
+			wait = idleRetry
+		}
+		var tc <-chan time.Time
+		if wait >= 0 {
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			tc = timer.C
+		}
+		select {
+		case <-pf.quit:
+			return
+		case <-pf.wake:
+		case <-tc:
+		}
+	}
+}
+
+// idleRetry is how soon a worker looks again when all that is left is
+// being copied by someone else.
+const idleRetry = 200 * time.Microsecond
+
+// next returns a process to work on, or nil and how long to wait before
+// asking again (< 0: until kicked).
+func (pf *prefetcher) next() (*process, time.Duration) {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	if pf.stop || pf.d.stopping.Load() {
+		return nil, -1
+	}
+	now := time.Now()
+	wait := time.Duration(-1)
+	if q := pf.d.opts.QuietPeriod; q > 0 {
+		if left := time.Unix(0, pf.d.lastFault.Load()).Add(q).Sub(now); left > 0 {
+			return nil, left
+		}
+	}
+	n := len(pf.list)
+	for k := range n {
+		i := (pf.rr + k) % n
+		p := pf.list[i]
+		p.mu.Lock()
+		ok := !p.done && p.lazy.pending > 0
+		if ok && p.stallUntil.After(now) {
+			ok = false
+			if left := p.stallUntil.Sub(now); wait < 0 || left < wait {
+				wait = left
+			}
+		}
+		p.mu.Unlock()
+		if ok {
+			pf.rr = (i + 1) % n
+			return p, 0
+		}
+	}
+	return nil, wait
+}
+
+// workerStall is how long workers leave a process alone after a copy met
+// EAGAIN or ENOENT, unless the loop reads its uffd sooner.
+const workerStall = time.Millisecond
+
+// step copies one piece of p. It returns false when p had nothing left
+// that nobody else is copying.
+func (pf *prefetcher) step(p *process, f *filler) bool {
+	p.gate.RLock()
+	defer p.gate.RUnlock()
+	p.mu.Lock()
+	if p.done || p.stallUntil.After(time.Now()) {
+		p.mu.Unlock()
+		return true
+	}
+	r, ok := p.nextPrefetch(uint64(expInt("EXP_PIECE", prefetchPiece)) / pageSize)
+	if !ok {
+		p.mu.Unlock()
+		return false
+	}
+	p.claim(r)
+	p.mu.Unlock()
+
+	done, errno, err := f.fill(p.u, p.srcPid, r)
+
+	p.mu.Lock()
+	p.unclaim(r, done)
+	notify := p.lazy.pending == 0
+	switch errno {
+	case unix.EAGAIN:
+		p.stallUntil = time.Now().Add(workerStall)
+	case unix.ENOENT:
+		p.stallUntil = time.Now().Add(workerStall)
+		rest := done / pageSize
+		p.handback = append(p.handback, run{addr: r.addr + done, src: r.src + done, npages: r.npages - rest})
+		notify = true
+	case unix.ESRCH:
+		p.workerGone = true
+		notify = true
+	}
+	p.mu.Unlock()
+	if err != nil {
+		pf.mu.Lock()
+		if pf.err == nil {
+			pf.err = fmt.Errorf("prefetch into %s: %w", p.label(), err)
+		}
+		pf.mu.Unlock()
+		notify = true
+	}
+	if notify {
+		pf.d.notify()
+	}
+	return true
+}
+
+// takeErr returns a worker failure, once.
+func (pf *prefetcher) takeErr() error {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	err := pf.err
+	pf.err = nil
+	return err
 }

@@ -22,12 +22,20 @@ type Stats struct {
 	Removes         uint64 `json:"removes"`
 	Unmaps          uint64 `json:"unmaps"`
 
-	// Fault latency: from reading the fault message to the page being in
-	// (copy done). The percentiles come from a log-linear histogram and
+	// Fault latency: from reading the fault message to the faulting page
+	// being in (its copy done, the thread woken). The rest of the run
+	// around it is copied afterwards and does not count. The percentiles come from a log-linear histogram and
 	// are exact to within 1/16.
 	FaultLatencyP50 time.Duration `json:"fault_latency_p50_ns"`
 	FaultLatencyP99 time.Duration `json:"fault_latency_p99_ns"`
 	FaultLatencyMax time.Duration `json:"fault_latency_max_ns"`
+	// ReadWait is how long the loop waited for prefetch workers' copies
+	// of a process to end before it could read that process's uffd (see
+	// prefetch.go): time a fault may spend before its message is read,
+	// which the fault latency does not include. Waits under 1 µs (no
+	// copy in flight) are not counted.
+	ReadWaitP99 time.Duration `json:"read_wait_p99_ns"`
+	ReadWaitMax time.Duration `json:"read_wait_max_ns"`
 	// AllPagesIn is the time from the first registration until the last
 	// pending page was in (0 if that never happened).
 	AllPagesIn time.Duration `json:"all_pages_in_ns"`

@@ -11,8 +11,15 @@
 // rebuilds half-closed connections behind the lock. Dropping at tc, below the TCP stack, matters: a packet
 // that reached the stack while no socket owned the connection would be answered with a reset.
 //
-// A Lock owns its maps, programs and links through file descriptors only (nothing is pinned), so it
-// disappears with the process that made it; Release detaches and closes everything and is idempotent.
+// A Lock owns its maps, programs and links through file descriptors, so by default it disappears with
+// the process that made it; Release detaches and closes everything and is idempotent. A lock that must
+// outlive its process (lazyr's dump holds it until a later restore) is pinned with Pin into a directory
+// of a BPF filesystem (MountBPFFS mounts one if needed): its maps and tcx links become files there, Close
+// lets go of the descriptors, and LoadPinned in another process gets the lock back; Release of a pinned
+// lock removes the pins, which detaches the programs. Detaching costs tens of milliseconds (the kernel
+// patches static keys and waits for RCU); Clear opens the lock at once by emptying its maps, so a caller
+// can let the traffic through first and release the programs later.
+//
 // The lock acts in the network namespace of the thread that called New. Interfaces that appear after New
 // are not covered.
 package netlock

@@ -38,6 +38,7 @@ type Lock struct {
 	stats    *ebpf.Map // per-CPU u64: packets dropped
 	progs    []*ebpf.Program
 	links    []link.Link
+	pinDir   string // set while the lock is pinned (see Pin)
 }
 
 type connKey [36]byte // saddr[16] daddr[16] sport[2] dport[2], network byte order
@@ -229,6 +230,42 @@ func (l *Lock) addPort(port uint16) error {
 	return nil
 }
 
+// Clear unlocks every connection and port at once (a few map deletions), leaving the programs attached
+// until Release. Detaching tcx programs costs milliseconds per link (the kernel patches its static keys
+// and waits for RCU), so a caller in a hurry clears the lock first and releases it afterwards.
+func (l *Lock) Clear() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return ErrReleased
+	}
+	if err := errors.Join(clearMap[connKey](l.conns), clearMap[portKey](l.ports)); err != nil {
+		return fmt.Errorf("netlock: clear: %w", err)
+	}
+	return nil
+}
+
+// clearMap deletes every entry of a hash map with keys of type K. Keys are collected first: deleting
+// while iterating a BPF hash map can make the iteration restart or skip entries.
+func clearMap[K any](m *ebpf.Map) error {
+	var keys []K
+	var k K
+	var v uint32
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
 // Dropped returns how many packets the lock has dropped so far.
 func (l *Lock) Dropped() (uint64, error) {
 	l.mu.Lock()
@@ -250,8 +287,9 @@ func (l *Lock) Dropped() (uint64, error) {
 // ErrReleased is returned by methods called after Release.
 var ErrReleased = errors.New("netlock: lock released")
 
-// Release detaches the programs and frees everything. Links go first, so that traffic flows again before
-// the maps disappear. Calling it again does nothing.
+// Release detaches the programs and frees everything; a pinned lock is unpinned first (its directory
+// removed). Links go first, so that traffic flows again before the maps disappear. Calling it again does
+// nothing.
 func (l *Lock) Release() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -259,20 +297,8 @@ func (l *Lock) Release() error {
 		return nil
 	}
 	l.released = true
-	var errs []error
-	for _, lk := range l.links {
-		errs = append(errs, lk.Close())
-	}
-	for _, p := range l.progs {
-		errs = append(errs, p.Close())
-	}
-	for _, m := range []*ebpf.Map{l.conns, l.ports, l.stats} {
-		if m != nil {
-			errs = append(errs, m.Close())
-		}
-	}
-	l.links, l.progs, l.conns, l.ports, l.stats = nil, nil, nil, nil, nil
-	if err := errors.Join(errs...); err != nil {
+	err := errors.Join(l.unpin(), l.closeHandles())
+	if err != nil {
 		return fmt.Errorf("netlock: release: %w", err)
 	}
 	return nil

@@ -17,7 +17,7 @@ import (
 // the test. The goroutine stays locked to its thread and never unlocks: when the test ends the runtime
 // terminates that thread instead of reusing it in the wrong namespace. Sockets must be created from this
 // goroutine; once created they can be used anywhere.
-func enterNetns(t *testing.T) {
+func enterNetns(t testing.TB) {
 	t.Helper()
 	runtime.LockOSThread()
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {

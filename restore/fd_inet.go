@@ -92,13 +92,13 @@ func (s *inetSock) rebuild(fd int) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.Bind(fd, sa); err != nil {
+		if err := s.retryTimeWait(func() error { return unix.Bind(fd, sa) }); err != nil {
 			return fmt.Errorf("bind %v: %w", s.local, err)
 		}
 	}
 	switch {
 	case s.typ == unix.SOCK_STREAM && s.state == soccr.StateListen:
-		if err := unix.Listen(fd, s.backlog); err != nil {
+		if err := s.retryTimeWait(func() error { return unix.Listen(fd, s.backlog) }); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
 	case s.typ == unix.SOCK_DGRAM && s.remote.IsValid():
@@ -131,4 +131,21 @@ func sockaddr(family int, ap netip.AddrPort) (unix.Sockaddr, error) {
 		sa.ZoneId = idx
 	}
 	return sa, nil
+}
+
+// retryTimeWait runs a bind or listen of a TCP socket again after destroying the TIME_WAIT sockets on
+// its address, if they made it fail (see fd_inet_timewait.go).
+func (s *inetSock) retryTimeWait(call func() error) error {
+	err := call()
+	if !errors.Is(err, unix.EADDRINUSE) || s.typ != unix.SOCK_STREAM {
+		return err
+	}
+	n, derr := destroyTimeWait(s.local)
+	if derr != nil {
+		return fmt.Errorf("%w (and clearing TIME_WAIT sockets failed: %v)", err, derr)
+	}
+	if n == 0 {
+		return err // something else holds the address
+	}
+	return call()
 }

@@ -58,8 +58,7 @@ type netRestore struct {
 	streams  map[uint32]*soccr.State // connections, by file id
 	lock     *netlock.Lock
 	notified bool
-	pidfd    int
-	pidfdOf  int
+	pidfds   map[int]int // by pid: the restored processes whose sockets were created
 	repaired []repairedSock
 	unlocked bool
 }
@@ -89,7 +88,7 @@ func prepareNetwork(d *images.Dir, files map[uint32]*fdinfo.FileEntry, opts *Opt
 	if method != NetworkLockEBPF && method != NetworkLockSkip {
 		return nil, fmt.Errorf("network lock method %q (want %s or %s): %w", opts.NetworkLock, NetworkLockEBPF, NetworkLockSkip, ErrUnsupported)
 	}
-	n := &netRestore{opts: opts, log: log, socks: map[uint32]*inetSock{}, streams: map[uint32]*soccr.State{}, pidfd: -1}
+	n := &netRestore{opts: opts, log: log, socks: map[uint32]*inetSock{}, streams: map[uint32]*soccr.State{}, pidfds: map[int]int{}}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -202,18 +201,15 @@ func (n *netRestore) takeLock(d *images.Dir, method string, conns []netlock.Conn
 // getfd returns lazyr's own descriptor for fd of the task pid (pidfd_getfd): the same socket, so that
 // bind, connect and TCP repair on it act on the task's socket. The caller closes it.
 func (n *netRestore) getfd(pid int, fd uint64) (int, error) {
-	if n.pidfd < 0 || n.pidfdOf != pid {
-		if n.pidfd >= 0 {
-			unix.Close(n.pidfd)
-			n.pidfd = -1
-		}
-		pfd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
+	pidfd, ok := n.pidfds[pid]
+	if !ok {
+		var err error
+		if pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
 			return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
 		}
-		n.pidfd, n.pidfdOf = pfd, pid
+		n.pidfds[pid] = pidfd
 	}
-	c, err := unix.PidfdGetfd(n.pidfd, int(fd), 0)
+	c, err := unix.PidfdGetfd(pidfd, int(fd), 0)
 	if err != nil {
 		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, pid, err)
 	}
@@ -225,10 +221,12 @@ func (n *netRestore) keep(fd int, st *soccr.State, desc string) {
 	n.repaired = append(n.repaired, repairedSock{fd: fd, st: st, desc: desc})
 }
 
-// unlock releases the network right before the task runs: the lock goes, then every restored connection
-// leaves repair mode (its window probe then reaches the peer, which answers at once instead of at its
-// next retransmission). Preconditions: every fd is restored; the task has not resumed (a socket in repair
-// mode fails the task's reads with EINVAL).
+// unlock opens the network right before the tasks run: the lock is cleared, then every restored
+// connection leaves repair mode (its window probe then reaches the peer, which answers at once instead of
+// at its next retransmission). Clearing is a few map deletions; the programs are detached by close, once
+// the tasks run (detaching costs tens of milliseconds that would otherwise add to the downtime).
+// Preconditions: every fd is restored; no task has resumed (a socket in repair mode fails the task's
+// reads with EINVAL).
 func (n *netRestore) unlock() error {
 	if n == nil || n.unlocked {
 		return nil
@@ -242,10 +240,9 @@ func (n *netRestore) unlock() error {
 		}
 	}
 	if n.lock != nil {
-		if err := n.lock.Release(); err != nil {
+		if err := n.lock.Clear(); err != nil {
 			errs = append(errs, err)
 		}
-		n.lock = nil
 	}
 	for _, r := range n.repaired {
 		if err := soccr.Resume(r.fd, r.st); err != nil {
@@ -257,9 +254,9 @@ func (n *netRestore) unlock() error {
 	return errors.Join(errs...)
 }
 
-// close ends the network side of the restore. After a failure the connections are closed while still in
-// repair mode (no packet to the peer) and the lock is released: the connections are lost, and no BPF
-// program may stay behind.
+// close ends the network side of the restore: the lock is released (its programs detached, its pins
+// removed). After a failure the connections are closed while still in repair mode (no packet to the
+// peer): they are lost, and no BPF program may stay behind.
 func (n *netRestore) close() {
 	if n == nil {
 		return
@@ -280,8 +277,8 @@ func (n *netRestore) close() {
 			n.log.Error("network unlock (Notify)", zap.Error(err))
 		}
 	}
-	if n.pidfd >= 0 {
-		unix.Close(n.pidfd)
-		n.pidfd = -1
+	for pid, fd := range n.pidfds {
+		unix.Close(fd)
+		delete(n.pidfds, pid)
 	}
 }

@@ -36,12 +36,9 @@ func b2i(v bool) int {
 func (s *inetSock) preBind(fd int) error {
 	o, ip := s.entry.GetOpts(), s.entry.GetIpOpts()
 	opts := []sockOpt{{unix.SOL_SOCKET, unix.SO_REUSEPORT, b2i(o.GetSoReuseport()), "SO_REUSEPORT"}}
-	// Both need CAP_NET_ADMIN for most values: set only when the application had set them.
+	// Needs CAP_NET_ADMIN: set only when the application had set it.
 	if o.GetSoMark() != 0 {
 		opts = append(opts, sockOpt{unix.SOL_SOCKET, unix.SO_MARK, int(o.GetSoMark()), "SO_MARK"})
-	}
-	if o.GetSoPriority() != 0 {
-		opts = append(opts, sockOpt{unix.SOL_SOCKET, unix.SO_PRIORITY, int(o.GetSoPriority()), "SO_PRIORITY"})
 	}
 	if s.family == unix.AF_INET6 {
 		opts = append(opts,
@@ -65,10 +62,12 @@ func (s *inetSock) postBind(fd int, repaired bool) error {
 	o, ip, tcp := s.entry.GetOpts(), s.entry.GetIpOpts(), s.entry.GetTcpOpts()
 	opts := []sockOpt{
 		{unix.SOL_SOCKET, unix.SO_BROADCAST, b2i(o.GetSoBroadcast()), "SO_BROADCAST"},
-		{unix.SOL_SOCKET, unix.SO_PASSCRED, b2i(o.GetSoPasscred()), "SO_PASSCRED"},
 		{unix.SOL_SOCKET, unix.SO_DONTROUTE, b2i(o.GetSoDontroute()), "SO_DONTROUTE"},
 		{unix.SOL_SOCKET, unix.SO_NO_CHECK, b2i(o.GetSoNoCheck()), "SO_NO_CHECK"},
 		{unix.SOL_SOCKET, unix.SO_OOBINLINE, int(o.GetSoOobinline()), "SO_OOBINLINE"},
+	}
+	if o.GetSoPasscred() {
+		opts = append(opts, sockOpt{unix.SOL_SOCKET, unix.SO_PASSCRED, 1, "SO_PASSCRED"})
 	}
 	if o.SoRcvlowat != nil && o.GetSoRcvlowat() > 0 {
 		opts = append(opts, sockOpt{unix.SOL_SOCKET, unix.SO_RCVLOWAT, int(o.GetSoRcvlowat()), "SO_RCVLOWAT"})
@@ -89,6 +88,11 @@ func (s *inetSock) postBind(fd int, repaired bool) error {
 		if ip.Ttl != nil {
 			opts = append(opts, sockOpt{unix.SOL_IP, unix.IP_TTL, int(ip.GetTtl()), "IP_TTL"})
 		}
+	}
+	// After IP_TOS, which sets the priority from the TOS bits: the dumped priority is the final word.
+	// Values above 6 need CAP_NET_ADMIN: set only when the application had set one.
+	if o.GetSoPriority() != 0 {
+		opts = append(opts, sockOpt{unix.SOL_SOCKET, unix.SO_PRIORITY, int(o.GetSoPriority()), "SO_PRIORITY"})
 	}
 	if !repaired {
 		opts = append(opts,

@@ -42,6 +42,12 @@ func (timerfdOpener) open(rf *fileRestore, f *fdinfo.FileEntry) (uint64, error) 
 func armTimerfd(rf *fileRestore, fd uint64, e *timerfd.TimerfdEntry) error {
 	t := rf.t
 	vsec, vnsec := e.GetVsec(), e.GetVnsec()
+	if vsec == 0 && vnsec == 0 {
+		// A periodic timer that expired and was not read since shows no time left: the kernel moves it
+		// on only when it is read. Its next expiration is then one period away (its pending ticks are
+		// set below).
+		vsec, vnsec = e.GetIsec(), e.GetInsec()
+	}
 	if vsec != 0 || vnsec != 0 {
 		flags := uint64(0)
 		if e.GetSettimeFlags()&unix.TFD_TIMER_ABSTIME != 0 {

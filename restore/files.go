@@ -34,8 +34,8 @@ type lateOpener interface {
 	late() bool
 }
 
-// fdFinisher runs once every fd has its dumped number, before the parking fds are closed (file locks,
-// which name the fds they are taken on).
+// fdFinisher runs once every fd has its dumped number and the parking fds are closed (file locks, which
+// name the fds they are taken on).
 type fdFinisher interface {
 	finish(rf *fileRestore) error
 }
@@ -97,18 +97,24 @@ func restoreFiles(t *compel.Task, p *plan, opts *Options, shared *sharedFiles) e
 			return err
 		}
 		for _, fd := range p.fds {
+			// Only this phase's fds are installed: a late file (epoll) registered before it exists
+			// would be "imported" from its own empty fd number.
+			if lo, ok := fdOpeners[p.files[fd.GetId()].GetType()].(lateOpener); (ok && lo.late()) != late {
+				continue
+			}
 			if _, ok := shared.byID[fd.GetId()]; !ok {
 				shared.byID[fd.GetId()] = remoteFd{t: t, vpid: p.pid, fd: uint64(fd.GetFd())}
 			}
 		}
 	}
-	for _, f := range fdFinishers {
-		if err := f.finish(rf); err != nil {
+	for _, pfd := range rf.parked {
+		if _, err := t.Syscall(unix.SYS_CLOSE, pfd); err != nil {
 			return err
 		}
 	}
-	for _, pfd := range rf.parked {
-		if _, err := t.Syscall(unix.SYS_CLOSE, pfd); err != nil {
+	// After the parking fds are gone: closing any fd of a file drops the process's POSIX locks on it.
+	for _, f := range fdFinishers {
+		if err := f.finish(rf); err != nil {
 			return err
 		}
 	}

@@ -63,6 +63,8 @@ type addressSpace struct {
 	fileFds map[string]uint64
 	// mappedProt is the protection each VMA was mapped with when it differs from the final one.
 	mappedProt map[uint64]uint32
+	// shared: memfd inodes and ghost files of the image set, loaded when a mapping needs them (shmem.go).
+	shared *sharedState
 }
 
 // setupRestorer maps the restorer area where neither the task's current mappings nor any of avoid lie
@@ -217,13 +219,18 @@ func openInTask(t *compel.Task, path string, flags uint32) (uint64, error) {
 func (as *addressSpace) mapAll(hasPages func(v *vma.VmaEntry) bool) error {
 	as.fileFds = map[string]uint64{}
 	as.mappedProt = map[uint64]uint32{}
+	// Shared memory objects and deleted files first (shmem.go); the two phases below leave them out.
+	special, err := as.mapShared(hasPages)
+	if err != nil {
+		return err
+	}
 	// Phase 1: open every mapped file once.
 	var opens []compel.Call
 	var keys, order []string // file names for messages, fileFds keys
 	var buf []byte
 	scratch, size := as.t.Scratch()
 	for _, v := range as.p.vmas {
-		if v.GetStatus()&(images.VMAFilePrivate|images.VMAFileShared) == 0 {
+		if v.GetStatus()&(images.VMAFilePrivate|images.VMAFileShared) == 0 || special[v.GetStart()] {
 			continue
 		}
 		path := as.p.path(uint32(v.GetShmid()))
@@ -262,7 +269,7 @@ func (as *addressSpace) mapAll(hasPages func(v *vma.VmaEntry) bool) error {
 	var mapped []*vma.VmaEntry
 	for _, v := range as.p.vmas {
 		st := v.GetStatus()
-		if st&(images.VMAAreaVDSO|images.VMAAreaVVAR|images.VMAAreaVsyscall) != 0 {
+		if st&(images.VMAAreaVDSO|images.VMAAreaVVAR|images.VMAAreaVsyscall) != 0 || special[v.GetStart()] {
 			continue
 		}
 		prot := v.GetProt()

@@ -228,7 +228,8 @@ func (p *plan) load() error {
 		}
 	}
 	for _, v := range p.vmas {
-		if v.GetStatus()&(images.VMAFilePrivate|images.VMAFileShared) != 0 && p.files[uint32(v.GetShmid())].GetReg() == nil {
+		if f := p.files[uint32(v.GetShmid())]; v.GetStatus()&(images.VMAFilePrivate|images.VMAFileShared) != 0 &&
+			f.GetReg() == nil && (v.GetStatus()&vmaAreaMemfd == 0 || f.GetMemfd() == nil) {
 			return bad("mapping %#x refers to file id %d missing from %s", v.GetStart(), v.GetShmid(), images.FilesName)
 		}
 	}

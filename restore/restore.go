@@ -46,13 +46,6 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 		}
 	}
 	root := tp.procs[0]
-	// Network hook (fd_inet_lock.go): sockets checked and the dump's lock taken over before anything is
-	// created; unlocked right before the tasks run, released on failure.
-	network, err := prepareNetwork(root.dir, root.files, &opts, log)
-	if err != nil {
-		return nil, err
-	}
-	defer network.close()
 	var lazy *lazyHandoff
 	if opts.LazyPages {
 		// Before anything is created: a restore whose daemon is not there must fail cleanly.
@@ -61,6 +54,14 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 		}
 		defer lazy.close()
 	}
+	// Network hook (fd_inet_lock.go): sockets checked and the dump's lock taken over before anything is
+	// created (after the cheap checks, so that a restore refused by them leaves the lock for a retry);
+	// unlocked right before the tasks run, released on failure.
+	network, err := prepareNetwork(root.dir, root.files, &opts, log)
+	if err != nil {
+		return nil, err
+	}
+	defer network.close()
 	res := &Result{Pid: root.pid}
 	err = tr.Do(func() error {
 		defer func() {
@@ -159,7 +160,7 @@ func (r *treeRestore) create() error {
 		return err
 	}
 	r.restorer = as.restorer
-	if err := restoreSession(t, tr, r.log); err != nil {
+	if err := restoreSession(t, tr, r.opts.ShellJob, r.log); err != nil {
 		return err
 	}
 	if r.tp.uts != nil {
@@ -177,7 +178,7 @@ func (r *treeRestore) create() error {
 			return pidError(p.pid, err)
 		}
 		r.tasks[p.pid] = c
-		if err := restoreSession(c, p, r.log); err != nil {
+		if err := restoreSession(c, p, r.opts.ShellJob, r.log); err != nil {
 			return fmt.Errorf("process %d: %w", p.pid, err)
 		}
 	}

@@ -24,8 +24,10 @@ func le64(vals ...uint64) []byte {
 }
 
 // restoreSession puts a freshly created task into its dumped session and process group. It runs right
-// after the task is created and before it creates its own children, so that they inherit both.
-func restoreSession(t *compel.Task, p *plan, log *zap.Logger) error {
+// after the task is created and before it creates its own children, so that they inherit both. A shell
+// job (shellJob, the root of a process group in a session outside the images) stays in lazyr's session
+// and process group, so that it runs in the foreground of lazyr's terminal as it did in its shell's.
+func restoreSession(t *compel.Task, p *plan, shellJob bool, log *zap.Logger) error {
 	pid := uint32(p.pid)
 	sid, pgid := p.tree.GetSid(), p.tree.GetPgid()
 	switch {
@@ -33,6 +35,7 @@ func restoreSession(t *compel.Task, p *plan, log *zap.Logger) error {
 		if _, err := t.Syscall(unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("setsid: %w", err)
 		}
+	case pgid == pid && shellJob && p.parent == nil:
 	case pgid == pid:
 		if _, err := t.Syscall(unix.SYS_SETPGID, 0, 0); err != nil {
 			return fmt.Errorf("setpgid: %w", err)

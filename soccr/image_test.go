@@ -100,7 +100,7 @@ func FuzzFromImage(f *testing.F) {
 		st := FromImage(&e, inq, outq)
 		st.Src = netip.MustParseAddrPort("192.0.2.1:1")
 		st.Dst = netip.MustParseAddrPort("192.0.2.2:2")
-		if err := st.validate(); err != nil {
+		if err := st.Validate(); err != nil {
 			return
 		}
 		again, err := proto.Marshal(st.ToImage())

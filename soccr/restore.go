@@ -19,7 +19,7 @@ import (
 // The socket is created in the network namespace of the calling thread, and that namespace must own
 // st.Src. Needs CAP_NET_ADMIN there (repair mode, raw sockets for half-closed states).
 func Restore(st *State) (int, error) {
-	if err := st.validate(); err != nil {
+	if err := st.Validate(); err != nil {
 		return -1, err
 	}
 	fd, err := unix.Socket(familyOf(st), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
@@ -42,7 +42,7 @@ func Restore(st *State) (int, error) {
 // created (unbound, unconnected), and leaves it in repair mode: Resume finishes the restore. On error the
 // socket is left in repair mode when possible, so that closing it sends nothing to the peer.
 func RestoreInto(fd int, st *State) (err error) {
-	if err := st.validate(); err != nil {
+	if err := st.Validate(); err != nil {
 		return err
 	}
 	if err := Repair(fd); err != nil {

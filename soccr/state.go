@@ -122,9 +122,10 @@ func supportedState(st int) bool {
 	return false
 }
 
-// validate checks what Restore relies on, so a corrupt or hand-made State fails with an error instead of a
-// half-built socket.
-func (s *State) validate() error {
+// Validate checks what Restore relies on, so a corrupt or hand-made State fails with an error instead of a
+// half-built socket. Restore and RestoreInto call it; callers that read states from images can call it
+// first, before they create anything. Errors wrap ErrInvalidState or ErrUnsupportedState.
+func (s *State) Validate() error {
 	if !supportedState(s.TCPState) {
 		return fmt.Errorf("%w: %d", ErrUnsupportedState, s.TCPState)
 	}

@@ -53,15 +53,20 @@ type uffdioContinue struct {
 }
 
 func (u *FD) ioctl(req uintptr, arg unsafe.Pointer) error {
+	if errno := u.ioctlErrno(req, arg); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// ioctlErrno issues the ioctl, retrying on EINTR, and returns the errno (0
+// on success).
+func (u *FD) ioctlErrno(req uintptr, arg unsafe.Pointer) unix.Errno {
 	for {
 		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(u.fd), req, uintptr(arg))
-		if errno == unix.EINTR {
-			continue
-		}
-		if errno != 0 {
+		if errno != unix.EINTR {
 			return errno
 		}
-		return nil
 	}
 }
 
@@ -119,8 +124,16 @@ func (u *FD) Wake(start, length uint64) error {
 // event (fork, mremap, ...) is in flight and must be read before retrying;
 // ESRCH, the target mm is gone; ENOENT, no registered VMA covers dst.
 func (u *FD) Copy(dst uint64, src []byte, mode uint64) (int64, error) {
+	n, errno := u.CopyErrno(dst, src, mode)
+	return progress(n, errno, "UFFDIO_COPY", dst, uint64(len(src)))
+}
+
+// CopyErrno is Copy for hot paths: the same ioctl and results, but the
+// error is the bare errno (0 on success). Results a caller expects and
+// handles (EEXIST, EAGAIN) then cost no allocation.
+func (u *FD) CopyErrno(dst uint64, src []byte, mode uint64) (int64, unix.Errno) {
 	if len(src) == 0 {
-		return 0, fmt.Errorf("UFFDIO_COPY to %#x: empty source: %w", dst, unix.EINVAL)
+		return 0, unix.EINVAL
 	}
 	c := uffdioCopy{
 		dst:  dst,
@@ -128,19 +141,25 @@ func (u *FD) Copy(dst uint64, src []byte, mode uint64) (int64, error) {
 		len:  uint64(len(src)),
 		mode: mode,
 	}
-	errno := u.ioctl(ioctlCopy, unsafe.Pointer(&c))
+	errno := u.ioctlErrno(ioctlCopy, unsafe.Pointer(&c))
 	// src is referenced only through an integer field: keep it reachable
 	// until the kernel is done reading it.
 	runtime.KeepAlive(src)
-	return progress(c.copy, errno, "UFFDIO_COPY", dst, uint64(len(src)))
+	return max(c.copy, 0), errno
 }
 
 // ZeroPage maps the zero page over the missing pages of [start,
 // start+length). Results are reported like Copy's.
 func (u *FD) ZeroPage(start, length uint64, mode uint64) (int64, error) {
+	n, errno := u.ZeroPageErrno(start, length, mode)
+	return progress(n, errno, "UFFDIO_ZEROPAGE", start, length)
+}
+
+// ZeroPageErrno is ZeroPage with the bare errno, like CopyErrno.
+func (u *FD) ZeroPageErrno(start, length uint64, mode uint64) (int64, unix.Errno) {
 	z := uffdioZeroPage{rng: uffdioRange{start, length}, mode: mode}
-	errno := u.ioctl(ioctlZeroPage, unsafe.Pointer(&z))
-	return progress(z.zeropage, errno, "UFFDIO_ZEROPAGE", start, length)
+	errno := u.ioctlErrno(ioctlZeroPage, unsafe.Pointer(&z))
+	return max(z.zeropage, 0), errno
 }
 
 // Continue resolves minor faults (ModeMinor) in [start, start+length) by
@@ -148,7 +167,7 @@ func (u *FD) ZeroPage(start, length uint64, mode uint64) (int64, error) {
 // Copy's.
 func (u *FD) Continue(start, length uint64, mode uint64) (int64, error) {
 	c := uffdioContinue{rng: uffdioRange{start, length}, mode: mode}
-	errno := u.ioctl(ioctlContinue, unsafe.Pointer(&c))
+	errno := u.ioctlErrno(ioctlContinue, unsafe.Pointer(&c))
 	return progress(c.mapped, errno, "UFFDIO_CONTINUE", start, length)
 }
 
@@ -168,11 +187,9 @@ func (u *FD) WriteProtect(start, length uint64, wp bool) error {
 
 // progress turns the kernel's "bytes done or -errno" result field plus the
 // ioctl's errno into (bytes done, error).
-func progress(done int64, errno error, op string, start, length uint64) (int64, error) {
-	if done < 0 {
-		done = 0
-	}
-	if errno != nil {
+func progress(done int64, errno unix.Errno, op string, start, length uint64) (int64, error) {
+	done = max(done, 0)
+	if errno != 0 {
 		return done, fmt.Errorf("%s [%#x,+%#x) after %d bytes: %w", op, start, length, done, errno)
 	}
 	return done, nil

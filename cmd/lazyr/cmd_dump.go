@@ -15,11 +15,17 @@ import (
 func runDump(ctx context.Context, args []string) int {
 	var c common
 	var pid int
-	var leaveRunning bool
+	var leaveRunning, tcpEstablished, shellJob bool
+	var networkLock string
+	var lazy lazyDumpFlags // --lazy-pages, --address, --port, --status-fd, --tls* (cmd_pageserver.go)
 	fs := newFlags("dump", "-t PID -D DIR [options]")
 	c.register(fs, true, true)
 	intVar(fs, &pid, "t", "tree", 0, "PID of the process to dump")
 	fs.BoolVar(&leaveRunning, "leave-running", false, "let the process run on after the dump (default: kill it)")
+	fs.BoolVar(&shellJob, "shell-job", false, "allow a process that uses its shell's terminal (restore it with --shell-job too)")
+	fs.BoolVar(&tcpEstablished, "tcp-established", false, "dump established TCP connections (TCP repair); without it they are refused")
+	fs.StringVar(&networkLock, "network-lock", dump.NetworkLockEBPF, "how the connections are held while dumped: ebpf (dropped until the restore) or skip")
+	lazy.register(fs)
 	if _, err := parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -37,9 +43,14 @@ func runDump(ctx context.Context, args []string) int {
 		return c.fail(nil, "dump", err)
 	}
 	defer log.Sync()
+	serveLazy, err := lazy.serveLazy(&c, c.imagesDir, log)
+	if err != nil {
+		return c.fail(log, "dump", err)
+	}
 	show, done := progress("dumping memory")
 	st, err := dump.Run(ctx, compel.NewTracer(), dump.Options{
 		Pid: pid, ImagesDir: c.imagesDir, LeaveRunning: leaveRunning, Log: log, Progress: show,
+		TCPEstablished: tcpEstablished, NetworkLock: networkLock, ServeLazy: serveLazy, ShellJob: shellJob,
 	})
 	done()
 	if err != nil {

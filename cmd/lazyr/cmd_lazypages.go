@@ -28,6 +28,11 @@ func runLazyPages(ctx context.Context, args []string) int {
 	fs.StringVar(&pidFile, "pidfile", "", "write the daemon's PID to this file")
 	fs.IntVar(&statusFd, "status-fd", -1, "write a zero byte to this fd once the daemon listens")
 	fs.BoolVar(&noPrefetch, "no-prefetch", false, "serve faults only, no background prefetch")
+	// --page-server (remote_source.go): pages from a page server, images fetched from it if -D has none.
+	var fromServer bool
+	var ps pageServerFlags
+	fs.BoolVar(&fromServer, "page-server", false, "read pages from the page server at --address/--port (a page-server or a dump --lazy-pages) instead of the local images; if -D holds no images, fetch them from it first")
+	ps.register(fs, "with --page-server: the page server's address", "with --page-server: the page server's port")
 	if _, err := parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -48,9 +53,17 @@ func runLazyPages(ctx context.Context, args []string) int {
 		return c.fail(nil, "lazy-pages", err)
 	}
 	defer log.Sync()
+	var remote *remoteSession
+	if fromServer {
+		if remote, err = openRemote(ctx, &c, &ps, c.imagesDir, log); err != nil {
+			return c.fail(log, "lazy-pages", err)
+		}
+		ctx = remote.ctx
+	}
 	st, err := lazypages.Serve(ctx, lazypages.Options{
 		ImagesDir: c.imagesDir,
 		WorkDir:   c.workDir,
+		Source:    remote.source(),
 		Prefetch:  !noPrefetch,
 		Ready: func() {
 			log.Info("lazy-pages daemon listening", zap.String("socket", lazypages.SocketPath(c.workDir)))
@@ -62,6 +75,7 @@ func runLazyPages(ctx context.Context, args []string) int {
 			signalReady(statusFd)
 		},
 	})
+	err = remote.finish(err)
 	if st != nil {
 		logLazyStats(log, st)
 		if b, jerr := json.MarshalIndent(st, "", "  "); jerr == nil {

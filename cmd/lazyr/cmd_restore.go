@@ -16,13 +16,17 @@ import (
 
 func runRestore(ctx context.Context, args []string) int {
 	var c common
-	var detach, lazy bool
+	var detach, lazy, tcpEstablished, shellJob bool
+	var networkLock string
 	var pidFile string
 	fs := newFlags("restore", "-D DIR [options]")
 	c.register(fs, true, true)
 	boolVar(fs, &detach, "d", "restore-detached", "return once the process runs instead of waiting for it to exit")
 	fs.BoolVar(&lazy, "lazy-pages", false, "leave private memory to the lazy-pages daemon (start 'lazyr lazy-pages' first)")
 	fs.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")
+	fs.BoolVar(&shellJob, "shell-job", false, "give a process dumped with --shell-job this terminal, session and process group")
+	fs.BoolVar(&tcpEstablished, "tcp-established", false, "restore established TCP connections dumped with --tcp-established")
+	fs.StringVar(&networkLock, "network-lock", restore.NetworkLockEBPF, "lock the connections until they are restored: ebpf or skip (a lock the dump left is released either way)")
 	if _, err := parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -43,6 +47,7 @@ func runRestore(ctx context.Context, args []string) int {
 	show, done := progress("restoring memory")
 	res, err := restore.Run(ctx, compel.NewTracer(), restore.Options{
 		ImagesDir: c.imagesDir, WorkDir: c.workDir, Detached: detach, LazyPages: lazy, Log: log, Progress: show,
+		TCPEstablished: tcpEstablished, NetworkLock: networkLock, ShellJob: shellJob,
 	})
 	done()
 	if err != nil {

@@ -23,6 +23,8 @@ var commands = map[string]command{
 	"show":       {"print images as JSON, or a summary of an image directory", runShow},
 	"check":      {"check the kernel features lazyr needs", runCheck},
 	"lazy-pages": {"serve the memory of lazily restored processes (daemon)", runLazyPages},
+
+	"page-server": {"serve the memory and images of an image directory to a remote lazy restore", runPageServer},
 }
 
 func usage() {

@@ -1,0 +1,24 @@
+/*
+ * fd_pty: a pty pair held by the process.
+ *
+ * usage: fd_pty DIR      (DIR: a directory for the files it makes)
+ *
+ * Output:  ready <family> ...   (see fd_families.h)
+ *          ready pid=<pid>
+ *          tick <n>             (every ~100 ms, after checking everything)
+ */
+#include "fd_families.h"
+
+int main(int argc, char **argv)
+{
+	const char *dir = argc > 1 ? argv[1] : ".";
+
+	(void)dir;
+	pty_setup();
+	say("ready pid=%d", getpid());
+	for (unsigned long n = 0;; n++) {
+		pty_check(n);
+		say("tick %lu", n);
+		sleep_ms(100);
+	}
+}

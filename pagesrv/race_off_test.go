@@ -1,0 +1,5 @@
+//go:build !race
+
+package pagesrv
+
+const raceEnabled = false
