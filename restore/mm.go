@@ -65,6 +65,9 @@ type addressSpace struct {
 	mappedProt map[uint64]uint32
 	// shared: memfd inodes and ghost files of the image set, loaded when a mapping needs them (shmem.go).
 	shared *sharedState
+	// shm: shared memory objects already created by a process restored earlier, by object key, as a
+	// path the task can open to map the same object (its creator's /proc/PID/map_files entry).
+	shm map[string]string
 }
 
 // setupRestorer maps the restorer area where neither the task's current mappings nor any of avoid lie

@@ -119,6 +119,7 @@ type treeRestore struct {
 	threads  map[int][]*compel.Task // other threads, by process
 	spaces   map[int]*addressSpace
 	shared   *sharedFiles
+	shm      map[string]string // shared memory objects created so far (see addressSpace.shm)
 	restorer uint64
 }
 
@@ -208,6 +209,7 @@ func (r *treeRestore) build(ctx context.Context, st *Stats) error {
 	r.threads = map[int][]*compel.Task{}
 	r.spaces = map[int]*addressSpace{}
 	r.shared = newSharedFiles()
+	r.shm = map[string]string{}
 	// Zombies first: they only have to die with their exit code. Children before parents would not
 	// matter: a zombie's parent is stopped and does not reap it.
 	for _, p := range r.tp.procs {
@@ -256,7 +258,7 @@ func (r *treeRestore) build(ctx context.Context, st *Stats) error {
 func (r *treeRestore) buildProc(ctx context.Context, p *plan, isRoot bool, st *Stats) error {
 	t := r.tasks[p.pid]
 	opts, log := r.opts, r.log
-	as := &addressSpace{t: t, p: p, restorer: r.restorer}
+	as := &addressSpace{t: t, p: p, restorer: r.restorer, shm: r.shm}
 	r.spaces[p.pid] = as
 	if !isRoot {
 		if err := as.clearStub(); err != nil { // the parent's mappings and fds at fork time

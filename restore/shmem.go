@@ -283,6 +283,28 @@ func (as *addressSpace) mapAnonShared(shmid uint64, vmas []*vma.VmaEntry) error 
 	for _, v := range vmas {
 		size = max(size, v.GetPgoff()+v.GetEnd()-v.GetStart())
 	}
+	key := fmt.Sprintf("anon %d", shmid)
+	if path, ok := as.shm[key]; ok {
+		// Created by a process restored earlier (a parent, say): map that very object, so the memory
+		// stays shared as it was.
+		fd, err := openInTask(as.t, path, unix.O_RDWR)
+		if err != nil {
+			return fmt.Errorf("shared memory %d: %w", shmid, err)
+		}
+		as.fileFds["\x00"+key] = fd
+		for _, v := range vmas {
+			if err := as.mmapAt(v, v.GetProt(), unix.MAP_SHARED, fd, v.GetPgoff()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Later processes of the tree find the object through the first mapping (lazyr's /proc is the task's:
+	// the path uses the pid lazyr sees).
+	defer func() {
+		v := vmas[0]
+		as.shm[key] = fmt.Sprintf("/proc/%d/map_files/%x-%x", as.t.Pid, v.GetStart(), v.GetEnd())
+	}()
 	if len(vmas) == 1 && vmas[0].GetPgoff() == 0 {
 		v := vmas[0]
 		if err := as.mmapAt(v, v.GetProt(), unix.MAP_SHARED|unix.MAP_ANONYMOUS, ^uint64(0), 0); err != nil {
