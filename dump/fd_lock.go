@@ -14,12 +14,6 @@ import (
 	"github.com/lazyr/lazyr/internal/procfs"
 )
 
-// File lock kinds as the kernel's fl_flags name them (CRIU stores these in FileLockEntry.flag).
-const (
-	flPosix = 1    // fcntl(F_SETLK) record locks, owned by the process
-	flFlock = 2    // flock(2), owned by the open file description
-	flOFD   = 1024 // fcntl(F_OFD_SETLK), owned by the open file description
-)
 
 // lockKind is not a kind of file: it reads the "lock:" lines of every fd's fdinfo, once all fds are
 // known, into filelocks.img. A lock shows on every fd that can see it (dups, every fd of a POSIX lock's
@@ -56,7 +50,7 @@ func (lockKind) finish(ft *fileTable) error {
 			}
 			var key string
 			switch lk.flag {
-			case flPosix:
+			case images.FileLockPosix:
 				if lk.pid != s.pid {
 					continue
 				}
@@ -105,11 +99,11 @@ func parseLock(line string) (*heldLock, error) {
 	lk := &heldLock{inode: f[5]}
 	switch f[1] {
 	case "POSIX":
-		lk.flag = flPosix
+		lk.flag = images.FileLockPosix
 	case "FLOCK":
-		lk.flag = flFlock
+		lk.flag = images.FileLockFlock
 	case "OFDLCK":
-		lk.flag = flOFD
+		lk.flag = images.FileLockOFD
 	default:
 		return nil, fmt.Errorf("lock line %q: %s locks: %w", line, f[1], ErrUnsupported)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/lazyr/lazyr/images"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,10 +110,10 @@ func TestParseInotify(t *testing.T) {
 
 func TestParseLock(t *testing.T) {
 	want := []*heldLock{
-		{flag: flFlock, typ: unix.F_WRLCK, pid: 23270, inode: "fe:00:9984553", start: 0, length: 0},
-		{flag: flPosix, typ: unix.F_WRLCK, pid: 23270, inode: "fe:00:9984556", start: 10, length: 20},
-		{flag: flPosix, typ: unix.F_RDLCK, pid: 23270, inode: "fe:00:9984556", start: 100, length: 0},
-		{flag: flOFD, typ: unix.F_WRLCK, pid: -1, inode: "fe:00:9984557", start: 0, length: 5},
+		{flag: images.FileLockFlock, typ: unix.F_WRLCK, pid: 23270, inode: "fe:00:9984553", start: 0, length: 0},
+		{flag: images.FileLockPosix, typ: unix.F_WRLCK, pid: 23270, inode: "fe:00:9984556", start: 10, length: 20},
+		{flag: images.FileLockPosix, typ: unix.F_RDLCK, pid: 23270, inode: "fe:00:9984556", start: 100, length: 0},
+		{flag: images.FileLockOFD, typ: unix.F_WRLCK, pid: -1, inode: "fe:00:9984557", start: 0, length: 5},
 		nil, // a waiter
 	}
 	for i, l := range lockLines {
@@ -232,7 +233,7 @@ func TestFdinfoLive(t *testing.T) {
 			locks = append(locks, h)
 		}
 	}
-	if len(locks) != 1 || locks[0].flag != flOFD || locks[0].start != 3 || locks[0].length != 4 || locks[0].typ != unix.F_WRLCK {
+	if len(locks) != 1 || locks[0].flag != images.FileLockOFD || locks[0].start != 3 || locks[0].length != 4 || locks[0].typ != unix.F_WRLCK {
 		t.Errorf("locks %+v", locks)
 	}
 }

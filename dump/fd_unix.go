@@ -19,9 +19,8 @@ import (
 	"github.com/lazyr/lazyr/images"
 )
 
-// unixExtern marks a unix socket entry that no fd of the task refers to: the peer, outside the process,
+// images.UnixSkExtern marks a unix socket entry that no fd of the task refers to: the peer, outside the process,
 // a datagram socket is connected to. Restore connects to its name. (CRIU's USK_EXTERN.)
-const unixExtern = 1
 
 // Socket states as sock_diag reports them (the TCP state names).
 const (
@@ -300,7 +299,7 @@ func (unixKind) finish(ft *fileTable) error {
 		pid := ft.id()
 		pe := &sk_unix.UnixSkEntry{
 			Id: proto.Uint32(pid), Ino: proto.Uint32(peer), Type: proto.Uint32(uint32(d.Type)), State: proto.Uint32(uint32(d.State)),
-			Flags: proto.Uint32(0), Uflags: proto.Uint32(unixExtern), Backlog: proto.Uint32(0), Peer: proto.Uint32(0),
+			Flags: proto.Uint32(0), Uflags: proto.Uint32(images.UnixSkExtern), Backlog: proto.Uint32(0), Peer: proto.Uint32(0),
 			Fown: zeroFown(), Opts: &sk_opts.SkOptsEntry{SoSndbuf: proto.Uint32(0), SoRcvbuf: proto.Uint32(0),
 				SoSndTmoSec: proto.Uint64(0), SoSndTmoUsec: proto.Uint64(0), SoRcvTmoSec: proto.Uint64(0), SoRcvTmoUsec: proto.Uint64(0)},
 			Name: unixName(d.Name),

@@ -24,9 +24,8 @@ var madvFlags = map[string]uint64{
 	"wf": 1 << unix.MADV_WIPEONFORK,
 }
 
-// vmaAreaMemfd is CRIU's VMA_AREA_MEMFD status bit: a mapping of a memfd, whose VmaEntry.shmid is the
+// images.VMAAreaMemfd is CRIU's VMA_AREA_MEMFD status bit: a mapping of a memfd, whose VmaEntry.shmid is the
 // id of a MEMFD file entry.
-const vmaAreaMemfd = 1 << 14
 
 // isAnonShared reports whether m is MAP_SHARED anonymous memory: an unlinked shmem inode the kernel
 // names "/dev/zero (deleted)", or "[anon_shmem:NAME]" once named with PR_SET_VMA_ANON_NAME.
@@ -151,7 +150,7 @@ func classify(pid int, maps []procfs.Mapping, files *fileTable, skip [2]uint64) 
 					return nil, fmt.Errorf("%s: %w", where, serr)
 				}
 				id, err = files.memfdMapped(path, m.Path, st, openFlags)
-				status |= vmaAreaMemfd
+				status |= images.VMAAreaMemfd
 			case m.Deleted:
 				st, path, serr := mappedFile(pid, m)
 				if serr != nil {

@@ -12,4 +12,15 @@ const (
 	VMAAnonShared   = 1 << 8
 	VMAAnonPrivate  = 1 << 9
 	VMAAreaVVAR     = 1 << 12
+	VMAAreaMemfd    = 1 << 14
 )
+
+// File lock kinds of CRIU's file-lock images (FileLockEntry.flag).
+const (
+	FileLockPosix = 1    // fcntl(F_SETLK) record locks, owned by the process
+	FileLockFlock = 2    // flock(2), owned by the open file description
+	FileLockOFD   = 1024 // fcntl(F_OFD_SETLK), owned by the open file description
+)
+
+// UnixSkExtern marks a unix socket whose peer lies outside the dumped tree (UnixSkEntry.uflags).
+const UnixSkExtern = 1

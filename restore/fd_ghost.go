@@ -138,7 +138,7 @@ func openGhostFd(rf *fileRestore, f *fdinfo.FileEntry) (fd uint64, ok bool, err 
 // mappedGhost returns a /proc/self/map_files path of a mapping of ghost gid, or "".
 func mappedGhost(p *plan, s *sharedState, gid uint32) string {
 	for _, v := range p.vmas {
-		if v.GetStatus()&(images.VMAFileShared|images.VMAFilePrivate) == 0 || v.GetStatus()&vmaAreaMemfd != 0 {
+		if v.GetStatus()&(images.VMAFileShared|images.VMAFilePrivate) == 0 || v.GetStatus()&images.VMAAreaMemfd != 0 {
 			continue
 		}
 		if g, ok := s.remaps[uint32(v.GetShmid())]; ok && g == gid {

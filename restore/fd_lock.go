@@ -12,12 +12,6 @@ import (
 	"github.com/lazyr/lazyr/images"
 )
 
-// File lock kinds of FileLockEntry.flag (the kernel's fl_flags).
-const (
-	flPosix = 1
-	flFlock = 2
-	flOFD   = 1024
-)
 
 // lockFinisher takes the dumped file locks again (filelocks.img), once every fd has its number: the
 // entries name the fd each lock is taken through. Locks are taken without waiting: a lock someone else
@@ -52,7 +46,7 @@ func takeLock(rf *fileRestore, l *file_lock.FileLockEntry) error {
 		return fmt.Errorf("%w: lock type %d", ErrBadImages, typ)
 	}
 	switch l.GetFlag() {
-	case flFlock:
+	case images.FileLockFlock:
 		op := uint64(unix.LOCK_SH)
 		if typ == unix.F_WRLCK {
 			op = unix.LOCK_EX
@@ -61,7 +55,7 @@ func takeLock(rf *fileRestore, l *file_lock.FileLockEntry) error {
 			return fmt.Errorf("flock: %w", err)
 		}
 		return nil
-	case flPosix, flOFD:
+	case images.FileLockPosix, images.FileLockOFD:
 		if l.GetStart() < 0 || l.GetLen() < 0 {
 			return fmt.Errorf("%w: lock range %d+%d", ErrBadImages, l.GetStart(), l.GetLen())
 		}
@@ -77,7 +71,7 @@ func takeLock(rf *fileRestore, l *file_lock.FileLockEntry) error {
 			return err
 		}
 		cmd := uint64(unix.F_SETLK)
-		if l.GetFlag() == flOFD {
+		if l.GetFlag() == images.FileLockOFD {
 			cmd = unix.F_OFD_SETLK
 		}
 		if _, err := t.Syscall(unix.SYS_FCNTL, fd, cmd, addr); err != nil {

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"fmt"
+	"github.com/lazyr/lazyr/images"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
@@ -72,7 +73,7 @@ func (memfdOpener) open(rf *fileRestore, f *fdinfo.FileEntry) (uint64, error) {
 // mappedMemfd returns a /proc/self/map_files path of a mapping of memfd inode ino, or "".
 func mappedMemfd(p *plan, ino uint64) string {
 	for _, v := range p.vmas {
-		if v.GetStatus()&vmaAreaMemfd == 0 {
+		if v.GetStatus()&images.VMAAreaMemfd == 0 {
 			continue
 		}
 		if m := p.files[uint32(v.GetShmid())].GetMemfd(); m != nil && uint64(m.GetInodeId()) == ino {

@@ -21,7 +21,6 @@ const (
 	skEstablished = 1
 	skClose       = 7
 	skListen      = 10
-	unixExtern    = 1
 )
 
 // unixOpener recreates unix sockets inside the task: a connected pair of the process with socketpair(),
@@ -102,7 +101,7 @@ func (unixOpener) open(rf *fileRestore, f *fdinfo.FileEntry) (uint64, error) {
 		if typ == unix.SOCK_DGRAM {
 			return openDgram(rf, s, f.GetId(), e, peer)
 		}
-		if e.GetPeer() == 0 || (peer != nil && peer.GetUflags()&unixExtern == 0 && peer.GetPeer() == e.GetIno()) {
+		if e.GetPeer() == 0 || (peer != nil && peer.GetUflags()&images.UnixSkExtern == 0 && peer.GetPeer() == e.GetIno()) {
 			return openPair(rf, s, f.GetId(), e, peer)
 		}
 		return 0, fmt.Errorf("%w: unix socket %d is connected to %d, which is not its peer in the images", ErrBadImages, e.GetIno(), e.GetPeer())
@@ -144,7 +143,7 @@ func openDgram(rf *fileRestore, s *unixState, id uint32, e, peer *sk_unix.UnixSk
 		return fd, finishSocket(rf, s, fd, id, e)
 	case peer == nil:
 		return 0, fmt.Errorf("%w: unix socket %d is connected to %d, which is not in the images", ErrBadImages, e.GetIno(), e.GetPeer())
-	case peer.GetUflags()&unixExtern != 0:
+	case peer.GetUflags()&images.UnixSkExtern != 0:
 		// Connected to a named socket outside the process.
 		fd, err := newSocket(rf, e)
 		if err != nil {

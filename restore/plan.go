@@ -229,7 +229,7 @@ func (p *plan) load() error {
 	}
 	for _, v := range p.vmas {
 		if f := p.files[uint32(v.GetShmid())]; v.GetStatus()&(images.VMAFilePrivate|images.VMAFileShared) != 0 &&
-			f.GetReg() == nil && (v.GetStatus()&vmaAreaMemfd == 0 || f.GetMemfd() == nil) {
+			f.GetReg() == nil && (v.GetStatus()&images.VMAAreaMemfd == 0 || f.GetMemfd() == nil) {
 			return bad("mapping %#x refers to file id %d missing from %s", v.GetStart(), v.GetShmid(), images.FilesName)
 		}
 	}

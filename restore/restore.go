@@ -236,7 +236,7 @@ func (r *treeRestore) build(ctx context.Context, st *Stats) error {
 			return err
 		}
 	}
-	// Network hook (fd_inet_lock.go): lock released and connections out of repair mode before the tasks run.
+	// Network hook (fd_inet_lock.go): lock opened and connections out of repair mode before the tasks run.
 	if err := r.opts.net.unlock(); err != nil {
 		return err
 	}

@@ -18,8 +18,7 @@ import (
 	"github.com/lazyr/lazyr/images"
 )
 
-// vmaAreaMemfd is CRIU's VMA_AREA_MEMFD: VmaEntry.shmid is the id of a MEMFD file entry.
-const vmaAreaMemfd = 1 << 14
+// images.VMAAreaMemfd is CRIU's VMA_AREA_MEMFD: VmaEntry.shmid is the id of a MEMFD file entry.
 
 // Shared memory objects (MAP_SHARED anonymous memory, memfds) and deleted files are not in the task's
 // pagemap: their contents are in images of their own (pagemap-shmem-SHMID.img, ghost-file-ID.img), and
@@ -205,7 +204,7 @@ func (as *addressSpace) mapShared(hasPages func(v *vma.VmaEntry) bool) (map[uint
 		switch {
 		case st&images.VMAAnonShared != 0:
 			anon[v.GetShmid()] = append(anon[v.GetShmid()], v)
-		case st&vmaAreaMemfd != 0 && st&(images.VMAFileShared|images.VMAFilePrivate) != 0:
+		case st&images.VMAAreaMemfd != 0 && st&(images.VMAFileShared|images.VMAFilePrivate) != 0:
 		case st&(images.VMAFileShared|images.VMAFilePrivate) != 0:
 			if as.shared == nil {
 				// Load lazily: most processes have neither ghosts nor memfds.
@@ -346,7 +345,7 @@ func (as *addressSpace) sharedFileFd(v *vma.VmaEntry) (uint64, error) {
 	id, flags := uint32(v.GetShmid()), v.GetFdflags()
 	var key, rwKey string
 	var create func() (uint64, error)
-	if v.GetStatus()&vmaAreaMemfd != 0 {
+	if v.GetStatus()&images.VMAAreaMemfd != 0 {
 		inode, err := as.shared.memfdOf(as.p, id)
 		if err != nil {
 			return 0, err
