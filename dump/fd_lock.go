@@ -14,7 +14,6 @@ import (
 	"github.com/lazyr/lazyr/internal/procfs"
 )
 
-
 // lockKind is not a kind of file: it reads the "lock:" lines of every fd's fdinfo, once all fds are
 // known, into filelocks.img. A lock shows on every fd that can see it (dups, every fd of a POSIX lock's
 // inode), so each is kept once: flock and OFD locks per open file description, POSIX locks per process,

@@ -26,12 +26,12 @@ type echoServer struct {
 	addr     netip.AddrPort // the listener
 	connFd   string         // the accepted connection's fd in the victim
 	client   *echoClient
-	clientNs *nsThread // nil: the test goroutine's namespace
+	clientNs *netnsThread // nil: the test goroutine's namespace
 }
 
 // startEcho starts tcp_echo on addr (port chosen by the kernel) and connects an echo client to it from
 // clientNs (nil: the test's namespace). extra are more tcp_echo arguments after ADDR PORT CHUNK DELAY.
-func startEcho(t *testing.T, addr, connectTo string, clientNs *nsThread, extra ...string) *echoServer {
+func startEcho(t *testing.T, addr, connectTo string, clientNs *netnsThread, extra ...string) *echoServer {
 	t.Helper()
 	args := append([]string{addr, "0", "64", "5"}, extra...)
 	v := testutil.StartVictim(t, testutil.BuildVictim(t, "tcp_echo"), args...)
@@ -220,20 +220,20 @@ func snmpTCP(name string) int64 {
 
 func TestTCPEstablished(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	runEchoRestore(t, startEcho(t, "127.0.0.1", "127.0.0.1", nil), false)
 }
 
 // The same with the memory restored lazily.
 func TestTCPEstablishedLazy(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	runEchoRestore(t, startEcho(t, "127.0.0.1", "127.0.0.1", nil), true)
 }
 
 func TestTCPEstablishedIPv6(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	runEchoRestore(t, startEcho(t, "::1", "::1", nil), false)
 }
 
@@ -241,9 +241,9 @@ func TestTCPEstablishedIPv6(t *testing.T) {
 // connection on the veth (the peer's retransmissions come from outside), not only on lo.
 func TestTCPEstablishedVeth(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	client := newNetnsThread(t)
-	veth(t, client, "192.0.2.1", "192.0.2.2")
+	tcpVeth(t, client, "192.0.2.1", "192.0.2.2")
 	e := startEcho(t, "192.0.2.1", "192.0.2.1", client)
 	if got := e.client.local().Addr().String(); got != "192.0.2.2" {
 		t.Fatalf("client address %s, want 192.0.2.2 (through the veth)", got)
@@ -258,7 +258,7 @@ func TestTCPEstablishedVeth(t *testing.T) {
 // connection; the process runs on untouched, connection included.
 func TestTCPDumpRefusesEstablished(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	e := startEcho(t, "127.0.0.1", "127.0.0.1", nil)
 	e.client.waitReceived(t, 100, outputTimeout)
 	rst := e.resets(t)
@@ -284,7 +284,7 @@ func TestTCPDumpRefusesEstablished(t *testing.T) {
 // lock is released, the socket leaves repair mode, and the connection goes on.
 func TestTCPDumpFailureReleasesLock(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	// "raw": tcp_echo also opens a raw socket after accepting, which lazyr refuses (after the connection).
 	e := startEcho(t, "127.0.0.1", "127.0.0.1", nil, "raw")
 	e.v.WaitOutput(regexp.MustCompile(`(?m)^raw fd=\d+`), outputTimeout)
@@ -313,7 +313,7 @@ func TestTCPDumpFailureReleasesLock(t *testing.T) {
 // connection goes on.
 func TestTCPDumpLeaveRunning(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	e := startEcho(t, "127.0.0.1", "127.0.0.1", nil)
 	e.client.waitReceived(t, 100, outputTimeout)
 	rst := e.resets(t)
@@ -341,7 +341,7 @@ func TestTCPDumpLeaveRunning(t *testing.T) {
 // --network-lock skip: no BPF program at all.
 func TestTCPDumpNetworkLockSkip(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	v := testutil.StartVictim(t, testutil.BuildVictim(t, "tcp_echo"), "127.0.0.1", "0", "64", "5")
 	port, _ := strconv.Atoi(v.WaitOutput(regexp.MustCompile(`(?m)^listening port=(\d+) pid=\d+$`), outputTimeout)[1])
 	// Nothing holds the connection off without a lock: it must be idle during the dump, so the client
@@ -362,7 +362,7 @@ func TestTCPDumpNetworkLockSkip(t *testing.T) {
 // A restore that fails after taking the lock over releases it: no program, no pin stays behind.
 func TestTCPRestoreFailureReleasesLock(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	e := startEcho(t, "127.0.0.1", "127.0.0.1", nil)
 	e.client.waitReceived(t, 100, outputTimeout)
 	dir := t.TempDir()

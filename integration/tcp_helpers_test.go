@@ -29,29 +29,29 @@ import (
 // the namespace's SNMP counters (resets sent and received) count only the test's own connections, and
 // the lock's programs on lo are only the test's.
 
-// enterNetns moves the test goroutine into a new network namespace with lo up, for the rest of the test.
+// enterTCPNetns moves the test goroutine into a new network namespace with lo up, for the rest of the test.
 // The goroutine stays locked to its thread, which the runtime terminates when the test ends instead of
 // reusing it in the wrong namespace. Processes the test starts from this goroutine (victims, lazyr)
 // inherit the namespace: fork happens on the calling thread.
-func enterNetns(t *testing.T) {
+func enterTCPNetns(t *testing.T) {
 	t.Helper()
 	runtime.LockOSThread()
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		t.Fatalf("unshare(CLONE_NEWNET): %v", err)
 	}
-	ip(t, "link", "set", "lo", "up")
+	tcpIP(t, "link", "set", "lo", "up")
 }
 
-// ip runs the ip(8) command on the calling thread (so in its network namespace).
-func ip(t *testing.T, args ...string) {
+// tcpIP runs the ip(8) command on the calling thread (so in its network namespace).
+func tcpIP(t *testing.T, args ...string) {
 	t.Helper()
-	if err := ipErr(args...); err != nil {
+	if err := tcpIPErr(args...); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// ipErr is ip for goroutines other than the test's, which must not call t.Fatal.
-func ipErr(args ...string) error {
+// tcpIPErr is tcpIP for goroutines other than the test's, which must not call t.Fatal.
+func tcpIPErr(args ...string) error {
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip %s: %w\n%s", strings.Join(args, " "), err, out)
@@ -59,16 +59,16 @@ func ipErr(args ...string) error {
 	return nil
 }
 
-// nsThread is a goroutine locked in a network namespace of its own, which runs functions there.
-type nsThread struct {
+// netnsThread is a goroutine locked in a network namespace of its own, which runs functions there.
+type netnsThread struct {
 	tid  int
 	reqs chan func()
 }
 
 // newNetnsThread starts a thread in a new network namespace (lo up); it ends with the test.
-func newNetnsThread(t *testing.T) *nsThread {
+func newNetnsThread(t *testing.T) *netnsThread {
 	t.Helper()
-	n := &nsThread{reqs: make(chan func())}
+	n := &netnsThread{reqs: make(chan func())}
 	ready := make(chan error)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
@@ -87,7 +87,7 @@ func newNetnsThread(t *testing.T) *nsThread {
 	}
 	t.Cleanup(func() { close(n.reqs) })
 	var err error
-	n.do(func() { err = ipErr("link", "set", "lo", "up") })
+	n.do(func() { err = tcpIPErr("link", "set", "lo", "up") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func newNetnsThread(t *testing.T) *nsThread {
 }
 
 // do runs f on the namespace's thread.
-func (n *nsThread) do(f func()) {
+func (n *netnsThread) do(f func()) {
 	done := make(chan struct{})
 	n.reqs <- func() {
 		defer close(done)
@@ -105,19 +105,21 @@ func (n *nsThread) do(f func()) {
 }
 
 // nsPath names the thread's network namespace for ip(8).
-func (n *nsThread) nsPath() string { return fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), n.tid) }
+func (n *netnsThread) nsPath() string {
+	return fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), n.tid)
+}
 
-// veth joins the test goroutine's namespace (address a) and b's (address b) with a veth pair. Both
+// tcpVeth joins the test goroutine's namespace (address a) and b's (address b) with a veth pair. Both
 // addresses are in 192.0.2.0/24 (TEST-NET-1), which exists only inside the test's namespaces.
-func veth(t *testing.T, b *nsThread, addrA, addrB string) {
+func tcpVeth(t *testing.T, b *netnsThread, addrA, addrB string) {
 	t.Helper()
-	ip(t, "link", "add", "lzr-a", "type", "veth", "peer", "name", "lzr-b", "netns", b.nsPath())
-	ip(t, "addr", "add", addrA+"/24", "dev", "lzr-a")
-	ip(t, "link", "set", "lzr-a", "up")
+	tcpIP(t, "link", "add", "lzr-a", "type", "veth", "peer", "name", "lzr-b", "netns", b.nsPath())
+	tcpIP(t, "addr", "add", addrA+"/24", "dev", "lzr-a")
+	tcpIP(t, "link", "set", "lzr-a", "up")
 	var err error
 	b.do(func() {
-		if err = ipErr("addr", "add", addrB+"/24", "dev", "lzr-b"); err == nil {
-			err = ipErr("link", "set", "lzr-b", "up")
+		if err = tcpIPErr("addr", "add", addrB+"/24", "dev", "lzr-b"); err == nil {
+			err = tcpIPErr("link", "set", "lzr-b", "up")
 		}
 	})
 	if err != nil {
@@ -145,7 +147,7 @@ const echoLine = "line %09d\n"
 
 // startEchoClient connects to addr from the network namespace of ns, or of the calling thread if ns is nil,
 // and sends limit lines (0: until stopped).
-func startEchoClient(t *testing.T, addr netip.AddrPort, ns *nsThread, limit int64) *echoClient {
+func startEchoClient(t *testing.T, addr netip.AddrPort, ns *netnsThread, limit int64) *echoClient {
 	t.Helper()
 	var conn net.Conn
 	var err error

@@ -109,8 +109,8 @@ func nextPing(t *testing.T, peer *net.UDPConn, from uint16, pid int, after int) 
 	}
 }
 
-// exercise uses every socket of tcp_sockets once from outside.
-func exercise(t *testing.T, p socketPorts, peer *net.UDPConn, pid int, round string, lastPing int) int {
+// exerciseSockets uses every socket of tcp_sockets once from outside.
+func exerciseSockets(t *testing.T, p socketPorts, peer *net.UDPConn, pid int, round string, lastPing int) int {
 	t.Helper()
 	lo4, lo6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
 	if got, want := tcpRequest(t, netip.AddrPortFrom(lo4, p.tcp4), "hello "+round), "tcp4 hello "+round+"\n"; got != want {
@@ -130,7 +130,7 @@ func exercise(t *testing.T, p socketPorts, peer *net.UDPConn, pid int, round str
 // tick), without --tcp-established and without any network lock.
 func TestTCPListenersAndUDP(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestTCPListenersAndUDP(t *testing.T) {
 	peerPort := peer.LocalAddr().(*net.UDPAddr).Port
 	v := testutil.StartVictim(t, testutil.BuildVictim(t, "tcp_sockets"), strconv.Itoa(peerPort))
 	ports := parsePorts(t, v.WaitOutput(socketsReadyRe, outputTimeout))
-	last := exercise(t, ports, peer, v.Pid, "before", -1)
+	last := exerciseSockets(t, ports, peer, v.Pid, "before", -1)
 
 	dir := t.TempDir()
 	dumpTCP(t, v, dir)
@@ -150,7 +150,7 @@ func TestTCPListenersAndUDP(t *testing.T) {
 		t.Errorf("%d tcx programs on lo", n)
 	}
 	restoreTCP(t, dir, v)
-	after := exercise(t, ports, peer, v.Pid, "after", last)
+	after := exerciseSockets(t, ports, peer, v.Pid, "after", last)
 	t.Logf("last ping before the dump %d, first after the restore %d", last, after)
 
 	lastTick := lastNumber(t, v.Output(), tickRe)
@@ -159,7 +159,7 @@ func TestTCPListenersAndUDP(t *testing.T) {
 	requireNoFail(t, out)
 	requireConsecutive(t, "tick", numbers(t, out, tickRe), 0, lastTick+4)
 	// The restored process answers a second round too (the listeners were not consumed by the first).
-	exercise(t, ports, peer, v.Pid, "again", after)
+	exerciseSockets(t, ports, peer, v.Pid, "again", after)
 	// Ready is printed once: the program continued, it did not start over.
 	if n := len(socketsReadyRe.FindAllString(out, -1)); n != 1 {
 		t.Errorf("%d ready lines, want 1", n)
@@ -170,7 +170,7 @@ func TestTCPListenersAndUDP(t *testing.T) {
 // encoded as CRIU does (the raw address bytes as host-order words).
 func TestTCPSocketImages(t *testing.T) {
 	testutil.RequireRoot(t)
-	enterNetns(t)
+	enterTCPNetns(t)
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)

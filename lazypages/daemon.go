@@ -51,6 +51,7 @@ const (
 	prefetchPiece     = 256 << 10 // one worker copy; bounds how long a uffd read waits for workers
 	asyncPiece        = 256 << 10 // one prefetch read from an AsyncSource
 	asyncDepth        = 8         // prefetch reads in flight
+	maxDefaultWorkers = 4         // copies beyond that compete for memory bandwidth
 	probeInterval     = 250 * time.Millisecond
 	matchMaxBackoff   = 100 * time.Millisecond
 	eagainGiveUp      = 10 * time.Second
@@ -115,6 +116,7 @@ type daemon struct {
 	oob   []byte
 	msgs  []uffd.Msg
 
+	oldProcs  int          // GOMAXPROCS to restore, or 0
 	lastFault atomic.Int64 // unix nanoseconds; read by workers
 	matchAt   time.Time
 	matchWait time.Duration
@@ -231,7 +233,14 @@ func newDaemon(opts Options) (*daemon, error) {
 	if opts.Prefetch && d.async == nil {
 		n := expInt("EXP_WORKERS", opts.PrefetchWorkers)
 		if n <= 0 {
-			n = max(1, runtime.GOMAXPROCS(0)-1)
+			n = min(runtime.NumCPU(), maxDefaultWorkers)
+		}
+		// A worker spends its time in UFFDIO_COPY, and a goroutine in a
+		// system call keeps its P until sysmon takes it away (20 µs to
+		// 10 ms later). With no P to spare, the loop would wait for that
+		// after every epoll_wait: keep one for it, and one for the rest.
+		if want := n + 2; runtime.GOMAXPROCS(0) < want {
+			d.oldProcs = runtime.GOMAXPROCS(want)
 		}
 		d.pf = newPrefetcher(d, n)
 	}
@@ -277,6 +286,27 @@ func (d *daemon) notified() {
 			d.loopFill(p, r, false)
 		}
 		d.checkComplete(p)
+	}
+}
+
+// setRestoring limits prefetch to one worker while a restore is still
+// running (a connection registered processes and has not sent Done): the
+// restore needs a processor to finish, and the restored processes cannot
+// run before it has.
+func (d *daemon) setRestoring() {
+	if d.pf == nil {
+		return
+	}
+	restoring := false
+	for _, c := range d.conns {
+		if c.registered > 0 && !c.sentDone {
+			restoring = true
+		}
+	}
+	if restoring {
+		d.pf.setActive(1)
+	} else {
+		d.pf.setActive(d.pf.workers)
 	}
 }
 

@@ -162,6 +162,7 @@ func (d *daemon) handle(c *conn, m *message, fds []int) error {
 		c.sentDone = true
 		d.done = true
 		d.ack(c, nil)
+		d.setRestoring()
 	default:
 		closeAll(fds)
 		return fmt.Errorf("%w: unexpected %v from a client", errProto, m.Type)
@@ -243,10 +244,13 @@ func (d *daemon) register(c *conn, r *pendingReg) error {
 	// usually faults in a burst, and those faults go first. (Before
 	// addProcess: workers may take the process at once.)
 	d.lastFault.Store(time.Now().UnixNano())
+	// Counted before workers can see the process: while this restore
+	// runs, one worker only.
+	c.registered++
+	d.setRestoring()
 	if err := d.addProcess(p); err != nil {
 		return err
 	}
-	c.registered++
 	d.stats.Processes++
 	if d.firstReg.IsZero() {
 		d.firstReg = time.Now()
@@ -287,6 +291,7 @@ func (d *daemon) dropConn(c *conn) {
 	d.unwatchFd(c.fd)
 	unix.Close(c.fd)
 	delete(d.conns, c.fd)
+	d.setRestoring()
 }
 
 // childrenOf lists the children of every thread of pid.

@@ -3,6 +3,7 @@ package lazypages
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -75,6 +76,10 @@ func (d *daemon) close() {
 		d.stopCtx = nil
 	}
 	d.stopWorkers()
+	if d.oldProcs > 0 {
+		runtime.GOMAXPROCS(d.oldProcs)
+		d.oldProcs = 0
+	}
 	for len(d.order) > 0 {
 		d.release(d.order[0])
 	}

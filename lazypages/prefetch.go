@@ -42,18 +42,36 @@ type prefetcher struct {
 	err  error // the first worker failure, for the loop
 	c    counters
 
+	// active is how many workers may copy now (the others wait): one
+	// while a restore is still running next to them (see
+	// daemon.setRestoring), all of them otherwise.
+	active  int
+	workers int
+
 	wake chan struct{} // kicks idle workers
 	quit chan struct{}
 	wg   sync.WaitGroup
 }
 
 func newPrefetcher(d *daemon, workers int) *prefetcher {
-	pf := &prefetcher{d: d, wake: make(chan struct{}, workers), quit: make(chan struct{})}
-	for range workers {
+	pf := &prefetcher{d: d, wake: make(chan struct{}, workers), quit: make(chan struct{}), active: workers, workers: workers}
+	for i := range workers {
 		pf.wg.Add(1)
-		go pf.work()
+		go pf.work(i)
 	}
 	return pf
+}
+
+// setActive lets n workers copy.
+func (pf *prefetcher) setActive(n int) {
+	pf.mu.Lock()
+	n = min(max(n, 1), pf.workers)
+	more := n > pf.active
+	pf.active = n
+	pf.mu.Unlock()
+	if more {
+		pf.kick()
+	}
 }
 
 // stopWorkers ends the workers and waits for them; their counters are in
@@ -103,7 +121,7 @@ func (pf *prefetcher) kick() {
 	}
 }
 
-func (pf *prefetcher) work() {
+func (pf *prefetcher) work(id int) {
 	defer pf.wg.Done()
 	f := newFiller(pf.d.src, prefetchPiece)
 	defer func() {
@@ -115,7 +133,7 @@ func (pf *prefetcher) work() {
 	}()
 	var timer *time.Timer
 	for {
-		p, wait := pf.next()
+		p, wait := pf.next(id)
 		if p != nil {
 			if pf.step(p, f) {
 				continue
@@ -147,10 +165,10 @@ const idleRetry = 200 * time.Microsecond
 
 // next returns a process to work on, or nil and how long to wait before
 // asking again (< 0: until kicked).
-func (pf *prefetcher) next() (*process, time.Duration) {
+func (pf *prefetcher) next(id int) (*process, time.Duration) {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
-	if pf.stop || pf.d.stopping.Load() {
+	if pf.stop || pf.d.stopping.Load() || id >= pf.active {
 		return nil, -1
 	}
 	now := time.Now()

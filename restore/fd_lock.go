@@ -12,7 +12,6 @@ import (
 	"github.com/lazyr/lazyr/images"
 )
 
-
 // lockFinisher takes the dumped file locks again (filelocks.img), once every fd has its number: the
 // entries name the fd each lock is taken through. Locks are taken without waiting: a lock someone else
 // holds now (the dumped process still running, say) fails the restore.
