@@ -160,6 +160,9 @@ func (d *lzDaemon) startChild(t *testing.T, args []string) {
 		t.Fatalf("lazy-pages did not report ready (%v)\nstderr:\n%s\nlog:\n%s", err,
 			testutil.ReadOutput(stderr.Name()), logTail(d.log))
 	}
+	if b, err := os.ReadFile(d.pidfile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(d.pid) {
+		t.Fatalf("lazy-pages pidfile holds %q (%v), want %d", b, err, d.pid)
+	}
 }
 
 // exited reports whether the daemon has exited.
@@ -457,18 +460,22 @@ func treeDumpKill(t *testing.T, v *testutil.Victim, dir string, tree map[int]tre
 	return took
 }
 
-// treeMode says how a tree test restores.
+// treeMode says how a tree test restores: eagerly, lazily with prefetch
+// (the daemon must then copy every page and finish by itself), or lazily
+// with --no-prefetch (every page the victims touch comes through a fault;
+// the daemon finishes once the test kills the tree).
 type treeMode struct {
-	name string
-	lazy bool
+	name       string
+	lazy       bool
+	noPrefetch bool
 }
 
-var treeModes = []treeMode{{"eager", false}, {"lazy", true}}
+var treeModes = []treeMode{{"eager", false, false}, {"lazy", true, false}, {"lazy-faults", true, true}}
 
-// treeDumpRestore dumps the whole tree of v (killing it), restores it
-// eagerly or lazily (a daemon with prefetch), checks that the same tree came
-// back (treeRequireSame) and returns the daemon of a lazy restore (nil for an
-// eager one). Every restored process is killed at cleanup.
+// treeDumpRestore dumps the whole tree of v (killing it), restores it as
+// mode says, checks that the same tree came back (treeRequireSame) and
+// returns the daemon of a lazy restore (nil for an eager one). Every
+// restored process is killed at cleanup.
 func treeDumpRestore(t *testing.T, v *testutil.Victim, mode treeMode) (map[int]treeProc, *lzDaemon) {
 	t.Helper()
 	tree := treeSnapshot(t, v.Pid)
@@ -477,7 +484,7 @@ func treeDumpRestore(t *testing.T, v *testutil.Victim, mode treeMode) (map[int]t
 	t.Logf("dump of %d processes, %d threads: %v", len(tree), treeThreadCount(tree), took.Round(time.Millisecond))
 	var d *lzDaemon
 	if mode.lazy {
-		d = lzStartDaemon(t, dir, lzDaemonOptions{})
+		d = lzStartDaemon(t, dir, lzDaemonOptions{noPrefetch: mode.noPrefetch})
 		took = lzRestore(t, dir, d, v.Pid)
 	} else {
 		start := time.Now()
@@ -488,6 +495,54 @@ func treeDumpRestore(t *testing.T, v *testutil.Victim, mode treeMode) (map[int]t
 	t.Logf("%s restore -d: %v", mode.name, took.Round(time.Millisecond))
 	treeRequireSame(t, tree, v.Pid)
 	return tree, d
+}
+
+// lzFinish ends a test's lazy restore (nothing to do for d == nil, an eager
+// one). With prefetch the daemon must finish by itself, every lazy page
+// copied (lzRequireAllCopied). Without, the tree is killed first (pages the
+// victims never touched stay missing for good): the daemon must then see
+// every process go and end cleanly, having served faults only.
+func lzFinish(t *testing.T, d *lzDaemon, tree map[int]treeProc) *lazypages.Stats {
+	t.Helper()
+	if d == nil {
+		return nil
+	}
+	if !d.opts.noPrefetch {
+		st := d.requireFinished(t)
+		lzRequireAllCopied(t, st, d.imgDir)
+		return st
+	}
+	treeKill(t, tree)
+	st := d.requireFinished(t)
+	_, procs := lzImagePages(t, d.imgDir)
+	if st.Processes != procs || st.ProcessesGone != procs {
+		t.Errorf("daemon served %d processes, %d of them gone; want all %d with lazy pages, all gone", st.Processes, st.ProcessesGone, procs)
+	}
+	if st.PagesByPrefetch != 0 {
+		t.Errorf("%d pages prefetched with --no-prefetch", st.PagesByPrefetch)
+	}
+	if st.Faults == 0 || st.PagesByFault == 0 {
+		t.Errorf("no page came in by a fault (faults %d, pages %d)", st.Faults, st.PagesByFault)
+	}
+	return st
+}
+
+// treeKill SIGKILLs every process of a restored tree now.
+func treeKill(t *testing.T, tree map[int]treeProc) {
+	t.Helper()
+	for _, pid := range treePids(tree) {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			if !errors.Is(err, unix.ESRCH) {
+				t.Errorf("pidfd_open(%d): %v", pid, err)
+			}
+			continue
+		}
+		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			t.Errorf("kill %d: %v", pid, err)
+		}
+		unix.Close(fd)
+	}
 }
 
 func treeThreadCount(tree map[int]treeProc) int {
@@ -594,5 +649,18 @@ func lzTouch(t *testing.T, path string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte("go\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// lzRequireParent checks that every line of re (key in submatch 1) but
+// those of key "0", the root, names root as the parent in submatch
+// ppidGroup. The root's own parent is whoever restored it.
+func lzRequireParent(t *testing.T, out string, re *regexp.Regexp, ppidGroup, root int) {
+	t.Helper()
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		if m[1] != "0" && m[ppidGroup] != strconv.Itoa(root) {
+			t.Errorf("%q: parent is not the root %d", m[0], root)
+			return
+		}
 	}
 }

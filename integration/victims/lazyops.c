@@ -6,18 +6,18 @@
  *        lazyops slow MiB TRIGGER
  *
  * Maps MiB of anonymous memory (2 MiB aligned, so a daemon that serves an
- * aligned run around a fault never spills from one part into the next),
- * writes a pattern into every word (word i of page p holds
- * pattern(p, i): the page index is relative to the area, so a moved page can
- * be checked at its new address), prints "ready", then waits (1 ms polls)
- * until the file TRIGGER exists. The dump happens while it waits; the test
+ * aligned run around a fault never spills from one part into the next) and
+ * writes a pattern into every word: word i of page p holds pattern(p, i),
+ * with p relative to the area, so a moved page can be checked at its new
+ * address. It prints "ready", then waits (1 ms polls) until the file
+ * TRIGGER exists. The dump happens while it waits; the test
  * creates TRIGGER once the restore has returned, so everything below runs on
  * restored memory.
  *
  * ops: the area is cut into parts F, M, D, U (equal, whole 2 MiB blocks)
- * and R (the rest); each line says
- * how many pages of the part were resident (mincore) right before the
- * operation, so a test can tell the operation met missing pages.
+ * and R (the rest). Each line says how many pages of the part were resident
+ * (mincore) right before the operation, so a test can tell that the
+ * operation met missing pages.
  *   F  fork(); the child verifies F and overwrites its first half (copy on
  *      write), exits 0; the parent reaps it and verifies all of F (the
  *      child's writes must not show).        "fork ok resident=<n> pages=<n>"
