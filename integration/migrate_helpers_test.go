@@ -186,13 +186,13 @@ func lazyPagesStats(t *testing.T, work string) *lazypages.Stats {
 		b, err := os.ReadFile(path)
 		if err == nil {
 			st := &lazypages.Stats{}
-			if err := json.Unmarshal(b, st); err != nil {
-				t.Fatalf("%s: %v", path, err)
+			if err = json.Unmarshal(b, st); err == nil {
+				return st
 			}
-			return st
+			// The daemon writes the file in place: it may be half written yet.
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the lazy-pages daemon did not finish (no %s)", path)
+			t.Fatalf("the lazy-pages daemon did not finish (%s: %v)", path, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -26,7 +26,18 @@ var counterPid1TickRe = regexp.MustCompile(`(?m)^tick (\d+) sum=[0-9a-f]{16} pid
 // on verifying all of its memory on the destination, tick after tick, without a gap or a repeat.
 func TestMigrateBetweenHosts(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Run("plain", func(t *testing.T) { testMigrateBetweenHosts(t, false) })
+	t.Run("tls", func(t *testing.T) { testMigrateBetweenHosts(t, true) })
+}
+
+// testMigrateBetweenHosts migrates, with --tls on both sides (mutual authentication) or without.
+func testMigrateBetweenHosts(t *testing.T, withTLS bool) {
 	src, dst, srcNS, dstNS := netnsPair(t)
+	var srcTLS, dstTLS []string
+	if withTLS {
+		p := newPKI(t, srcAddr, dstAddr)
+		srcTLS, dstTLS = p.serverArgs(), p.clientArgs()
+	}
 	counter := testutil.BuildVictim(t, "counter")
 	v, pid := startPidnsVictim(t, src, counter, "64")
 	v.WaitOutput(lineRe(`^tick 2\b`), outputTimeout)
@@ -34,10 +45,10 @@ func TestMigrateBetweenHosts(t *testing.T) {
 	srcDir, dstDir, work := t.TempDir(), filepath.Join(t.TempDir(), "img"), t.TempDir()
 	testutil.BuildLazyr(t) // not in the times below
 	start := time.Now()
-	source := startBg(t, src, "dump", "-t", strconv.Itoa(pid), "-D", srcDir, "--lazy-pages", "--address", srcAddr, "--port", migratePort)
+	source := startBg(t, src, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", srcDir, "--lazy-pages", "--address", srcAddr, "--port", migratePort}, srcTLS...)...)
 	t.Logf("source frozen and serving after %v", time.Since(start))
-	if !regexp.MustCompile(`(?i)warning.*not encrypted`).MatchString(source.errText()) {
-		t.Errorf("no warning about a plaintext page server on %s; stderr:\n%s", srcAddr, source.errText())
+	if warned := regexp.MustCompile(`(?i)warning.*not encrypted`).MatchString(source.errText()); warned == withTLS {
+		t.Errorf("plaintext warning %v with TLS %v on %s; stderr:\n%s", warned, withTLS, srcAddr, source.errText())
 	}
 	frozen := v.Output()
 	last := lastNumber(t, frozen, counterPid1TickRe)
@@ -45,7 +56,7 @@ func TestMigrateBetweenHosts(t *testing.T) {
 		t.Fatalf("source %d is not held by the dump while its memory is served", pid)
 	}
 
-	lazyr(t, dst, "lazy-pages", "--page-server", "--address", srcAddr, "--port", migratePort, "-D", dstDir, "-W", work, "--daemon")
+	lazyr(t, dst, append([]string{"lazy-pages", "--page-server", "--address", srcAddr, "--port", migratePort, "-D", dstDir, "-W", work, "--daemon"}, dstTLS...)...)
 	requireFetchedImages(t, dstDir, 1, counterPages(64), 256)
 	rpid := restoreLazy(t, dst, dstDir, work)
 	t.Logf("destination running after %v", time.Since(start))

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -200,5 +201,61 @@ func requireClosedByServer(t *testing.T, c net.Conn) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("the server did not drop a client that sent garbage")
+	}
+}
+
+// TestRemoteImagesDir: which images lazy-pages --page-server uses. A complete image directory copied by
+// hand is used as it is (only the memory comes from the server); a directory it fetched itself before
+// is fetched again (the source may have run on since), and the restore from it works.
+func TestRemoteImagesDir(t *testing.T) {
+	testutil.RequireRoot(t)
+	counter := testutil.BuildVictim(t, "counter")
+	for _, kind := range []string{"copied-by-hand", "fetched-before"} {
+		t.Run(kind, func(t *testing.T) {
+			v := testutil.StartVictim(t, counter, "8")
+			v.WaitOutput(lineRe(`^tick 2\b`), outputTimeout)
+			dir := t.TempDir()
+			dumpKill(t, v, dir)
+			last := lastNumber(t, v.Output(), counterTickRe)
+			port := freePort(t)
+			srv := startBg(t, nil, "page-server", "-D", dir, "--address", "127.0.0.1", "--port", port)
+			dst, work := filepath.Join(t.TempDir(), "img"), t.TempDir()
+			lpArgs := []string{"lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", port, "-D", dst, "-W", work}
+			wantLog := "images fetched from the page server"
+			switch kind {
+			case "copied-by-hand":
+				if out, err := exec.Command("cp", "-a", dir, dst).CombinedOutput(); err != nil {
+					t.Fatalf("cp: %v: %s", err, out)
+				}
+				wantLog = "using the images in the images directory"
+			case "fetched-before":
+				// A first daemon fetches, then dies before any restore.
+				pidfile := filepath.Join(work, "first.pid")
+				lazyr(t, nil, append(lpArgs, "--daemon", "--pidfile", pidfile)...)
+				b, err := os.ReadFile(pidfile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				first, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+				syscall.Kill(first, syscall.SIGKILL)
+				if err := testutil.WaitPidGone(first, goneTimeout); err != nil {
+					t.Fatal(err)
+				}
+				os.Remove(filepath.Join(work, "lazy-pages.sock"))
+			}
+			log := filepath.Join(t.TempDir(), "lp.log")
+			if _, stderr, code := testutil.Lazyr(t, append(lpArgs, "--daemon", "-o", log, "-v", "4")...); code != 0 {
+				t.Fatalf("lazy-pages: %s\n%s", stderr, logTail(log))
+			}
+			if l := testutil.ReadOutput(log); !strings.Contains(l, wantLog) {
+				t.Fatalf("lazy-pages log lacks %q:\n%s", wantLog, testutil.Tail(l, 10))
+			}
+			restoreLazy(t, nil, dst, work)
+			waitRestored(t, v, lineRe(`^verified %d$`, last+3))
+			lazyPagesStats(t, work)
+			requireCounterOutput(t, v, v.Output(), last+3)
+			srv.signal(syscall.SIGTERM)
+			srv.requireExit(0, 10*time.Second)
+		})
 	}
 }

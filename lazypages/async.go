@@ -29,8 +29,8 @@ type asyncRead struct {
 	err     error
 }
 
-// readOf returns the read in flight that covers addr. Preconditions: p.mu
-// held.
+// readOf returns the read in flight that covers addr. p.reads belongs to
+// the loop (there are no workers with an AsyncSource).
 func (p *process) readOf(addr uint64) *asyncRead {
 	for _, rd := range p.reads {
 		if rd.r.contains(addr) {
@@ -57,9 +57,16 @@ func (d *daemon) startRead(p *process, r run, byFault bool, f queuedFault) {
 		p.claim(rd.r)
 		p.mu.Unlock()
 		rd.waiters = append(rd.waiters, f)
-	} else {
+	}
+	d.issue(rd)
+}
+
+// issue starts rd, claimed already.
+func (d *daemon) issue(rd *asyncRead) {
+	if !rd.byFault {
 		d.asyncPrefetching++
 	}
+	p := rd.p
 	p.reads = append(p.reads, rd)
 	rd.buf = d.getBuf()[:rd.r.bytes()]
 	d.async.StartRead(p.srcPid, rd.r.src, rd.buf, func(err error) {
@@ -116,15 +123,7 @@ func (d *daemon) finishRead(rd *asyncRead) {
 			d.fail(fmt.Errorf("page source: %s, pages [%#x,+%#x): %w", p.label(), rd.r.src, rd.r.bytes(), rd.err))
 			return
 		}
-		// Some page is not in the image: go page by page, reading
-		// synchronously (rare: Extents said the pages exist).
-		d.loopFill(p, rd.r, rd.byFault)
-		for _, w := range rd.waiters {
-			w.again = true
-			p.push(w)
-		}
-		d.serveQueue(p)
-		d.checkComplete(p)
+		d.notInImage(rd)
 		return
 	}
 	for _, w := range rd.waiters {
@@ -139,6 +138,54 @@ func (d *daemon) finishRead(rd *asyncRead) {
 		}
 	}
 	d.copyFromRead(p, rd, rd.r.addr, rd.r.end())
+	d.serveQueue(p)
+	d.checkComplete(p)
+}
+
+// notInImage handles a read that found pages missing (Extents listed
+// them, the source has no data): page by page, still without waiting on
+// the loop. A single page is simply not pending any more, so it reads as
+// zero like any page outside the image; a longer run is read again one
+// page per read.
+func (d *daemon) notInImage(rd *asyncRead) {
+	p := rd.p
+	if rd.r.npages == 1 {
+		p.mu.Lock()
+		if p.lazy.pendingAt(rd.r.addr, rd.r.src) {
+			p.lazy.clear(rd.r.addr, rd.r.end())
+		}
+		p.mu.Unlock()
+		for _, w := range rd.waiters {
+			w.again = true
+			p.push(w)
+		}
+	} else {
+		for i := uint64(0); i < rd.r.npages; i++ {
+			one := &asyncRead{p: p, r: run{addr: rd.r.addr + i*pageSize, src: rd.r.src + i*pageSize, npages: 1}, byFault: rd.byFault}
+			p.mu.Lock()
+			ok := p.lazy.pendingAt(one.r.addr, one.r.src) && !p.inBusy(one.r.addr)
+			if ok {
+				p.claim(one.r)
+			}
+			p.mu.Unlock()
+			if !ok {
+				continue
+			}
+			for _, w := range rd.waiters {
+				if one.r.contains(w.addr) {
+					one.waiters = append(one.waiters, w)
+				}
+			}
+			d.issue(one)
+		}
+		// Waiters whose page went meanwhile: served like new faults.
+		for _, w := range rd.waiters {
+			if p.readOf(w.addr) == nil {
+				w.again = true
+				p.push(w)
+			}
+		}
+	}
 	d.serveQueue(p)
 	d.checkComplete(p)
 }
@@ -192,7 +239,7 @@ func (d *daemon) copyFromRead(p *process, rd *asyncRead, lo, hi uint64) bool {
 // topUpReads keeps asyncDepth prefetch reads in flight, processes taking
 // turns.
 func (d *daemon) topUpReads() {
-	if d.async == nil || !d.opts.Prefetch || d.fatal != nil || d.quietLeft() > 0 {
+	if d.async == nil || !d.opts.Prefetch || d.fatal != nil || d.restoring || d.quietLeft() > 0 {
 		return
 	}
 	for tries := 0; d.asyncPrefetching < asyncDepth && tries < len(d.order); {

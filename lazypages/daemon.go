@@ -3,7 +3,6 @@ package lazypages
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -26,9 +25,11 @@ type Options struct {
 	// serving faults.
 	Prefetch bool
 	// PrefetchWorkers is how many goroutines copy prefetched pages from a
-	// synchronous source; 0 means one less than GOMAXPROCS (at least one),
-	// which leaves the fault loop a processor of its own. Unused with an
-	// AsyncSource, whose reads the fault loop drives itself.
+	// synchronous source; 0 means one per two processors, at most four
+	// (see defaultWorkers). Serve raises GOMAXPROCS, while it runs, to one
+	// more than the workers, so the loop finds a P while they sit in
+	// UFFDIO_COPY. Unused with an AsyncSource, whose reads the fault loop
+	// drives itself.
 	PrefetchWorkers int
 	// QuietPeriod is how long faults must be quiet before prefetch copies
 	// anything (0: prefetch runs alongside faults).
@@ -44,11 +45,14 @@ type Options struct {
 
 // Tuning, from the costs measured on this machine (DESIGN.md): one 4 KiB
 // UFFDIO_COPY takes ~3 µs, copies of 128 KiB and more run at the bulk
-// rate (~2.4 GB/s, ~100 µs for a prefetch piece).
+// rate (~2.4 GB/s: ~100 µs for a prefetch piece, ~800 µs for the loop's
+// look-ahead, which stops early when anything else waits). Look-aheads of
+// 1, 2 and 4 MiB took a 2 GiB sequential reader 720-770, 460-670 and
+// 560-650 ms.
 const (
-	loopNice          = -10
 	faultWindowPages  = 16        // 64 KiB around a fault, aligned, same area
 	prefetchPiece     = 256 << 10 // one worker copy; bounds how long a uffd read waits for workers
+	aheadPiece        = 2 << 20   // what the loop copies ahead of a process that caught up with prefetch
 	asyncPiece        = 256 << 10 // one prefetch read from an AsyncSource
 	asyncDepth        = 8         // prefetch reads in flight
 	maxDefaultWorkers = 4         // copies beyond that compete for memory bandwidth
@@ -93,6 +97,7 @@ type daemon struct {
 	unmatched []*process // forked children whose pid is not known yet
 	nextID    uint64
 	done      bool // a client sent Done
+	restoring bool // a client registered processes and has not sent Done
 	fatal     error
 	stopping  atomic.Bool // fatal, or finishing: workers stop
 
@@ -112,9 +117,10 @@ type daemon struct {
 	parts    []run   // scratch for pendingParts
 	hoods    []hood  // runs around served pages, still to copy (from hoodHead on)
 	hoodHead int
-	rbuf  []byte
-	oob   []byte
-	msgs  []uffd.Msg
+	peek     [8]unix.EpollEvent
+	rbuf     []byte
+	oob      []byte
+	msgs     []uffd.Msg
 
 	oldProcs  int          // GOMAXPROCS to restore, or 0
 	lastFault atomic.Int64 // unix nanoseconds; read by workers
@@ -139,18 +145,10 @@ func Serve(ctx context.Context, opts Options) (*Stats, error) {
 	if err != nil {
 		return &Stats{}, err
 	}
-	// The loop gets a thread of its own, at a higher priority when
-	// allowed: a fault must not wait for the scheduler to get round to
-	// the loop while workers (and the restored processes) keep the
-	// processors busy. The thread is never unlocked, so it ends with the
-	// goroutine and its priority does not leak to other goroutines.
+	// The loop gets a thread of its own (see loopThread).
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread()
-		attr := unix.SchedAttr{Policy: unix.SCHED_NORMAL, Nice: int32(expInt("EXP_NICE", loopNice)), Runtime: uint64(expInt("EXP_SLICE", 100000))}
-		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
-			fmt.Fprintln(os.Stderr, "sched_setattr:", err)
-		}
+		loopThread()
 		errc <- d.run(ctx)
 	}()
 	err = <-errc
@@ -231,15 +229,15 @@ func newDaemon(opts Options) (*daemon, error) {
 		return nil, err
 	}
 	if opts.Prefetch && d.async == nil {
-		n := expInt("EXP_WORKERS", opts.PrefetchWorkers)
+		n := opts.PrefetchWorkers
 		if n <= 0 {
-			n = min(runtime.NumCPU(), maxDefaultWorkers)
+			n = defaultWorkers()
 		}
 		// A worker spends its time in UFFDIO_COPY, and a goroutine in a
 		// system call keeps its P until sysmon takes it away (20 µs to
 		// 10 ms later). With no P to spare, the loop would wait for that
-		// after every epoll_wait: keep one for it, and one for the rest.
-		if want := n + 2; runtime.GOMAXPROCS(0) < want {
+		// after every epoll_wait: keep one for it.
+		if want := n + 1; runtime.GOMAXPROCS(0) < want {
 			d.oldProcs = runtime.GOMAXPROCS(want)
 		}
 		d.pf = newPrefetcher(d, n)
@@ -289,22 +287,23 @@ func (d *daemon) notified() {
 	}
 }
 
-// setRestoring limits prefetch to one worker while a restore is still
-// running (a connection registered processes and has not sent Done): the
-// restore needs a processor to finish, and the restored processes cannot
-// run before it has.
+// setRestoring holds prefetch back while a restore is still running (a
+// connection registered processes and has not sent Done): the restore
+// needs the processors to finish, and the processes it registered cannot
+// run, and so cannot fault, before it has.
 func (d *daemon) setRestoring() {
-	if d.pf == nil {
-		return
-	}
 	restoring := false
 	for _, c := range d.conns {
 		if c.registered > 0 && !c.sentDone {
 			restoring = true
 		}
 	}
+	d.restoring = restoring
+	if d.pf == nil {
+		return
+	}
 	if restoring {
-		d.pf.setActive(1)
+		d.pf.setActive(0)
 	} else {
 		d.pf.setActive(d.pf.workers)
 	}

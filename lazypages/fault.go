@@ -33,18 +33,16 @@ func (d *daemon) serveUffd(p *process) {
 // lockGate takes p's gate for the loop, waiting for workers' copies of p
 // to end (see prefetch.go).
 func (d *daemon) lockGate(p *process) {
-	waitStart := time.Now()
-	p.gate.Lock()
-	p.gated = true
-	if w := time.Since(waitStart); w > time.Microsecond {
+	if w := p.gate.lock(); w > 0 {
 		d.readWait.add(w)
 	}
+	p.gated = true
 }
 
 func (d *daemon) unlockGate(p *process) {
 	if p.gated {
 		p.gated = false
-		p.gate.Unlock()
+		p.gate.unlock()
 	}
 }
 
@@ -122,11 +120,15 @@ func (d *daemon) servePages(p *process) {
 	}
 }
 
-// hood is the rest of a faulting page's run, to be copied after the page.
+// hood is what follows the copy of a faulting page: the rest of its run
+// (r, around page), or, for a process that walks its memory in one
+// direction while prefetch runs, the piece ahead of it (r claimed).
 type hood struct {
-	p    *process
-	page uint64
-	r    run
+	p       *process
+	page    uint64
+	r       run
+	claimed bool // r is a look-ahead run, claimed already
+	down    bool // the process walks down
 }
 
 // serveHoods copies the runs around the pages servePages served.
@@ -238,16 +240,123 @@ func (d *daemon) faultCopy(p *process, page uint64, r run, f queuedFault) unix.E
 		return errno
 	}
 	d.lat.add(time.Since(f.at))
-	if r.npages > 1 {
+	if h, ok := d.aheadOf(p, page); ok {
+		d.hoods = append(d.hoods, h)
+	} else if r.npages > 1 {
 		d.hoods = append(d.hoods, hood{p: p, page: page, r: r})
 	}
 	return 0
+}
+
+// aheadOf claims, for a process whose faults go one way while prefetch
+// runs, the pending run of up to aheadPiece right after page in that
+// direction. The process has caught up with prefetch there, so the loop
+// copies that itself, next to the workers: two copiers where the process
+// is waiting.
+func (d *daemon) aheadOf(p *process, page uint64) (hood, bool) {
+	if !d.opts.Prefetch || d.async != nil {
+		return hood{}, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var span run
+	switch {
+	case p.dir > 0:
+		span = run{addr: page + pageSize, npages: aheadPiece / pageSize}
+	case p.dir < 0 && page >= aheadPiece:
+		span = run{addr: page - aheadPiece, npages: aheadPiece / pageSize}
+	default:
+		return hood{}, false
+	}
+	parts := d.pendingParts(p, span)
+	if len(parts) == 0 {
+		return hood{}, false
+	}
+	// The part next to the page.
+	r := parts[0]
+	if p.dir < 0 {
+		r = parts[len(parts)-1]
+	}
+	p.claim(r)
+	if p.dir > 0 {
+		p.cursor = max(p.cursor, r.end())
+	} else {
+		p.cursor = min(p.cursor, r.addr)
+	}
+	return hood{p: p, page: page, r: r, claimed: true, down: p.dir < 0}, true
+}
+
+// copyAhead copies a claimed look-ahead run in pieces, nearest to the
+// faulting page first, and gives the rest back to the workers as soon as
+// anything else waits for the loop. The first piece is small: the process
+// is about to touch it, and a copy wakes its threads only when it ends.
+func (d *daemon) copyAhead(p *process, r run, down bool) {
+	step := uint64(faultWindowPages * pageSize)
+	var left uint64
+	var errno unix.Errno
+	var err error
+	before := d.lf.c.copied
+	for left = r.bytes(); left > 0 && !p.done && d.fatal == nil; {
+		n := min(step, left)
+		piece := run{addr: r.addr + (r.bytes() - left), npages: n / pageSize}
+		if down {
+			piece.addr = r.addr + left - n
+		}
+		piece.src = r.src + (piece.addr - r.addr)
+		var got uint64
+		got, errno, err = d.lf.fill(p.u, p.srcPid, piece)
+		if got < n || err != nil || errno != 0 {
+			break
+		}
+		left -= n
+		step = prefetchPiece
+		if left > 0 && d.othersWaiting(p) {
+			break
+		}
+	}
+	// What went in is marked done; a piece that stopped part-way stays
+	// pending (its present pages cost an EEXIST later).
+	p.mu.Lock()
+	p.unclaim(r, 0)
+	if down {
+		p.lazy.clear(r.addr+left, r.end())
+	} else {
+		p.lazy.clear(r.addr, r.end()-left)
+	}
+	p.mu.Unlock()
+	d.stats.PagesByFault += d.lf.c.copied - before
+	switch {
+	case err != nil:
+		d.fail(fmt.Errorf("%s: %w", p.label(), err))
+	case errno != 0:
+		d.resolve(p, r.addr, errno)
+	}
+}
+
+// othersWaiting peeks at epoll (level-triggered, so nothing is consumed):
+// is anything but p's own uffd ready? Faults of p itself during a
+// look-ahead copy are most likely inside it, and its copies wake them.
+func (d *daemon) othersWaiting(p *process) bool {
+	n, err := unix.EpollWait(d.ep, d.peek[:], 0)
+	if err != nil {
+		return false
+	}
+	for i := range n {
+		if w := d.watchOf(&d.peek[i]); w != nil && !(w.kind == watchUffd && w.proc == p) {
+			return true
+		}
+	}
+	return false
 }
 
 // copyHood copies the neighbourhood of a served page: the thread runs
 // already, and what it touches next is likely here. Upward first unless
 // the process walks down.
 func (d *daemon) copyHood(h hood) {
+	if h.claimed {
+		d.copyAhead(h.p, h.r, h.down)
+		return
+	}
 	r, page := h.r, h.page
 	lo := run{addr: r.addr, src: r.src, npages: (page - r.addr) / pageSize}
 	hi := run{addr: page + pageSize, src: r.src + (page - r.addr) + pageSize, npages: r.npages - lo.npages - 1}
@@ -275,63 +384,50 @@ func (d *daemon) loopFill(p *process, r run, byFault bool) {
 	}
 	p.mu.Unlock()
 	for i, part := range parts {
-		before := d.lf.c.copied
-		var done uint64
-		var errno unix.Errno
-		var err error
-		if !p.done && d.fatal == nil {
-			done, errno, err = d.lf.fill(p.u, p.srcPid, part)
-		}
-		p.mu.Lock()
-		p.unclaim(part, done)
-		if errno != 0 || err != nil {
+		if !d.fillClaimed(p, part, byFault) {
+			p.mu.Lock()
 			for _, rest := range parts[i+1:] {
 				p.unclaim(rest, 0)
 			}
-		}
-		p.mu.Unlock()
-		if n := d.lf.c.copied - before; byFault {
-			d.stats.PagesByFault += n
-		} else {
-			d.stats.PagesByPrefetch += n
-		}
-		if err != nil {
-			d.fail(fmt.Errorf("%s: %w", p.label(), err))
-			return
-		}
-		if errno != 0 {
-			d.resolve(p, part.addr+done, errno)
+			p.mu.Unlock()
 			return
 		}
 	}
 }
 
+// fillClaimed copies r, claimed by the caller, and ends the claim. It
+// returns false when it stopped early.
+func (d *daemon) fillClaimed(p *process, r run, byFault bool) bool {
+	before := d.lf.c.copied
+	var done uint64
+	var errno unix.Errno
+	var err error
+	if !p.done && d.fatal == nil {
+		done, errno, err = d.lf.fill(p.u, p.srcPid, r)
+	}
+	p.mu.Lock()
+	p.unclaim(r, done)
+	p.mu.Unlock()
+	if n := d.lf.c.copied - before; byFault {
+		d.stats.PagesByFault += n
+	} else {
+		d.stats.PagesByPrefetch += n
+	}
+	switch {
+	case err != nil:
+		d.fail(fmt.Errorf("%s: %w", p.label(), err))
+		return false
+	case errno != 0:
+		d.resolve(p, r.addr+done, errno)
+		return false
+	}
+	return done == r.bytes()
+}
+
 // pendingParts splits r into the runs of it that are pending and not
 // busy, in d.parts (reused). Preconditions: p.mu held.
 func (d *daemon) pendingParts(p *process, r run) []run {
-	d.parts = d.parts[:0]
-	for a := r.addr; a < r.end(); {
-		next, ok := p.lazy.nextRunFrom(a, (r.end()-a)/pageSize)
-		if !ok || next.addr < a || next.addr >= r.end() {
-			break // nothing more in r (the search wrapped, or went past)
-		}
-		next.npages = min(next.npages, (r.end()-next.addr)/pageSize)
-		a = next.end()
-		for next.npages > 0 {
-			part, skipTo := trimBusyUp(next, p.busy)
-			if part.npages == 0 {
-				// next starts in a busy run: go on after it.
-				if skipTo >= next.end() {
-					break
-				}
-				cut := (skipTo - next.addr) / pageSize
-				next = run{addr: skipTo, src: next.src + cut*pageSize, npages: next.npages - cut}
-				continue
-			}
-			d.parts = append(d.parts, part)
-			next = run{addr: part.end(), src: part.src + part.bytes(), npages: next.npages - part.npages}
-		}
-	}
+	d.parts = p.lazy.pendingParts(r, p.busy, d.parts[:0])
 	return d.parts
 }
 

@@ -265,6 +265,34 @@ func trimBusyUp(r run, busy []run) (run, uint64) {
 	return r, 0
 }
 
+// pendingParts appends to out the runs of r's pages that are pending and
+// overlap no busy run, in address order.
+func (s *lazySet) pendingParts(r run, busy []run, out []run) []run {
+	for a := r.addr; a < r.end(); {
+		next, ok := s.nextRunFrom(a, (r.end()-a)/pageSize)
+		if !ok || next.addr < a || next.addr >= r.end() {
+			break // nothing more in r (the search wrapped, or went past)
+		}
+		next.npages = min(next.npages, (r.end()-next.addr)/pageSize)
+		a = next.end()
+		for next.npages > 0 {
+			part, skipTo := trimBusyUp(next, busy)
+			if part.npages == 0 {
+				// next starts in a busy run: go on after it.
+				if skipTo >= next.end() {
+					break
+				}
+				cut := (skipTo - next.addr) / pageSize
+				next = run{addr: skipTo, src: next.src + cut*pageSize, npages: next.npages - cut}
+				continue
+			}
+			out = append(out, part)
+			next = run{addr: part.end(), src: part.src + part.bytes(), npages: next.npages - part.npages}
+		}
+	}
+	return out
+}
+
 // prevRun is nextRun downwards: the pending run that ends at the highest
 // pending page below cursor (wrapping around to the highest address), at
 // most maxPages long, overlapping no busy run.

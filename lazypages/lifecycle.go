@@ -128,8 +128,8 @@ func (d *daemon) release(p *process) {
 	}
 	// No worker may be copying through the uffd when it closes.
 	if !p.gated {
-		p.gate.Lock()
-		defer p.gate.Unlock()
+		p.gate.lock()
+		defer p.gate.unlock()
 	}
 	p.mu.Lock()
 	p.done = true

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	victimBin = filepath.Join(dir, "victim")
-	if out, err := exec.Command("gcc", "-O2", "-Wall", "-o", victimBin, "testdata/victim.c").CombinedOutput(); err != nil {
+	if out, err := exec.Command("gcc", "-O2", "-Wall", "-pthread", "-o", victimBin, "testdata/victim.c").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building the victim: %v\n%s", err, out)
 		os.Exit(1)
 	}

@@ -17,17 +17,20 @@ import (
 // the process's faults go (up or down), skipping runs someone is copying
 // already; past the end they wrap around to the rest.
 //
-// The gate. Reading an event from a uffd lets the process that caused it
-// go on, and for MADV_DONTNEED the kernel zaps the pages only then, with
-// the copy side unlocked. A worker copy that was started from the
-// pending set as it was before the loop applied the event could install
-// image data after the zap, where the process must now read zeros. So
+// The gate. The kernel orders copies against a process's own address
+// space changes: an madvise(MADV_DONTNEED) (mremap, fork, munmap alike)
+// first waits for copies in flight, then makes new ones fail with EAGAIN
+// until its event has been read, and only then zaps the pages, with
+// copies allowed again. A worker copy that starts after that read, from
+// a run it claimed before the loop applied the event, lands next to the
+// zap and can leave image data where the process must now read zeros
+// (TestDontneedDuringPrefetch shows it, reliably, without the gate). So
 // each worker step (claim a run, copy it, clear it) holds the process's
 // gate shared, and the loop holds it exclusively while it reads messages
-// and applies events. The loop therefore reads a uffd only between
-// worker copies of that process: prefetchPiece bounds that wait (Stats
-// ReadWait records it). Copies the loop itself makes need no gate: it is
-// the reader.
+// and applies events, and while it copies the pages that just faulted.
+// The loop therefore reads a uffd only between worker copies of that
+// process: prefetchPiece bounds that wait (Stats ReadWait records it).
+// Copies the loop itself makes need no gate: it is the reader.
 //
 // Workers never read the uffd. A copy that meets EAGAIN (an event is
 // queued) or ENOENT (the mapping went away) keeps workers off the process
@@ -65,7 +68,7 @@ func newPrefetcher(d *daemon, workers int) *prefetcher {
 // setActive lets n workers copy.
 func (pf *prefetcher) setActive(n int) {
 	pf.mu.Lock()
-	n = min(max(n, 1), pf.workers)
+	n = min(max(n, 0), pf.workers)
 	more := n > pf.active
 	pf.active = n
 	pf.mu.Unlock()
@@ -132,13 +135,20 @@ func (pf *prefetcher) work(id int) {
 		pf.mu.Unlock()
 	}()
 	var timer *time.Timer
+	empty := 0 // processes in a row that had nothing to take
 	for {
-		p, wait := pf.next(id)
+		p, n, wait := pf.next(id)
 		if p != nil {
 			if pf.step(p, f) {
+				empty = 0
 				continue
 			}
-			// Everything p has left is being copied by others.
+			// Everything p has left is being copied by others: try the
+			// next one, and wait a little once all were like that.
+			if empty++; empty < n {
+				continue
+			}
+			empty = 0
 			wait = idleRetry
 		}
 		var tc <-chan time.Time
@@ -163,19 +173,19 @@ func (pf *prefetcher) work(id int) {
 // being copied by someone else.
 const idleRetry = 200 * time.Microsecond
 
-// next returns a process to work on, or nil and how long to wait before
-// asking again (< 0: until kicked).
-func (pf *prefetcher) next(id int) (*process, time.Duration) {
+// next returns a process to work on and how many there are, or nil and
+// how long to wait before asking again (< 0: until kicked).
+func (pf *prefetcher) next(id int) (*process, int, time.Duration) {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	if pf.stop || pf.d.stopping.Load() || id >= pf.active {
-		return nil, -1
+		return nil, 0, -1
 	}
 	now := time.Now()
 	wait := time.Duration(-1)
 	if q := pf.d.opts.QuietPeriod; q > 0 {
 		if left := time.Unix(0, pf.d.lastFault.Load()).Add(q).Sub(now); left > 0 {
-			return nil, left
+			return nil, 0, left
 		}
 	}
 	n := len(pf.list)
@@ -193,10 +203,10 @@ func (pf *prefetcher) next(id int) (*process, time.Duration) {
 		p.mu.Unlock()
 		if ok {
 			pf.rr = (i + 1) % n
-			return p, 0
+			return p, n, 0
 		}
 	}
-	return nil, wait
+	return nil, 0, wait
 }
 
 // workerStall is how long workers leave a process alone after a copy met
@@ -206,14 +216,14 @@ const workerStall = time.Millisecond
 // step copies one piece of p. It returns false when p had nothing left
 // that nobody else is copying.
 func (pf *prefetcher) step(p *process, f *filler) bool {
-	p.gate.RLock()
-	defer p.gate.RUnlock()
+	p.gate.enter()
+	defer p.gate.leave()
 	p.mu.Lock()
 	if p.done || p.stallUntil.After(time.Now()) {
 		p.mu.Unlock()
 		return true
 	}
-	r, ok := p.nextPrefetch(uint64(expInt("EXP_PIECE", prefetchPiece)) / pageSize)
+	r, ok := p.nextPrefetch(prefetchPiece / pageSize)
 	if !ok {
 		p.mu.Unlock()
 		return false

@@ -22,7 +22,7 @@ type process struct {
 	pid    int    // 0 while a forked child's pid is not known yet
 	srcPid int    // whose pages the page source holds (the dumped pid)
 	u      *uffd.FD
-	pidfd  int // -1 when unknown
+	pidfd  int      // -1 when unknown
 	conn   *conn    // the hand-off connection that registered it (nil for forks)
 	parent *process // for forks: the process it forked from
 
@@ -30,7 +30,8 @@ type process struct {
 	// reading to get at events (EAGAIN) must not lose them.
 	queue []queuedFault
 	head  int
-	// reads are the source reads in flight (asynchronous sources only).
+	// reads are the source reads in flight (asynchronous sources only;
+	// loop-only, like queue).
 	reads []*asyncRead
 	// knownChildren are children that are not forks we wait for (they
 	// existed at registration, or were matched already).
@@ -42,10 +43,10 @@ type process struct {
 	// probeAddr is an address inside the lazy ranges, for liveness probes.
 	probeAddr uint64
 
-	gate  sync.RWMutex
+	gate  gate
 	gated bool // the loop holds gate (loop-only)
 	mu    sync.Mutex
-	lazy *lazySet
+	lazy  *lazySet
 	// busy are the runs being copied right now (by a worker, by the loop,
 	// or read asynchronously): nobody else starts on them.
 	busy []run

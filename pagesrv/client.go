@@ -83,7 +83,7 @@ func (p *pending) finish(err error) {
 		if err != nil {
 			p.call.Err = err
 		}
-		p.call.Done <- p.call
+		p.call.complete()
 		return
 	}
 	p.done <- err

@@ -1,12 +1,15 @@
 package pagesrv
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 
@@ -15,6 +18,8 @@ import (
 
 // FetchStats counts what FetchImages moved.
 type FetchStats struct {
+	mu sync.Mutex
+
 	Files      int    // image files fetched as they are
 	FileBytes  uint64 // their size
 	Pagemaps   int    // process pagemaps rebuilt
@@ -22,6 +27,12 @@ type FetchStats struct {
 	LazyPages  uint64 // pages left to the server (PE_LAZY without data)
 	PagesBytes uint64 // bytes of the pages fetched
 }
+
+// FetchedMark is the file FetchImages leaves in a directory it fetched
+// into. Such a directory mirrors one dump at one moment: a later fetch
+// (the same migration retried, the source's memory changed meanwhile) must
+// fetch again rather than reuse it, unlike a directory copied by hand.
+const FetchedMark = ".fetched-from-page-server"
 
 // procPagemapRe matches the pagemap of a process (not pagemap-shmem-*).
 var procPagemapRe = regexp.MustCompile(`^pagemap-([0-9]+)\.img$`)
@@ -40,7 +51,12 @@ const fetchChunk = 16 << 20
 // pagemaps are therefore never fetched; every other file is (shared memory
 // pagemaps and their pages included). inventory.img, which marks an image
 // set complete, is fetched last, so a directory without it is an
-// interrupted fetch.
+// interrupted fetch; an inventory already there is removed first, and
+// FetchedMark is written.
+//
+// Nothing is fsynced: the images are good only together with the memory on
+// the server, so there is nothing for them to survive a crash of this host
+// for.
 //
 // The result is what `lazyr dump --lazy-pages` writes: restore --lazy-pages
 // reads it, and a lazy-pages daemon serves the lazy runs from the server.
@@ -52,17 +68,15 @@ func (c *Client) FetchImages(dstDir string) (*FetchStats, error) {
 	if err := os.MkdirAll(dstDir, 0o700); err != nil {
 		return nil, fmt.Errorf("fetch images: %w", err)
 	}
-	st := &FetchStats{}
-	var pagemaps, pagesFiles []FileInfo
-	var inventory *FileInfo
-	fetch := func(f FileInfo) error {
-		if err := c.FetchFile(dstDir, f); err != nil {
-			return err
-		}
-		st.Files++
-		st.FileBytes += f.Size
-		return nil
+	if err := os.Remove(filepath.Join(dstDir, images.InventoryName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("fetch images: %w", err)
 	}
+	if err := os.WriteFile(filepath.Join(dstDir, FetchedMark), nil, 0o600); err != nil {
+		return nil, fmt.Errorf("fetch images: %w", err)
+	}
+	st := &FetchStats{}
+	var pagemaps, pagesFiles, plain []FileInfo
+	var inventory *FileInfo
 	for _, f := range files {
 		switch {
 		case f.Name == images.InventoryName:
@@ -72,25 +86,24 @@ func (c *Client) FetchImages(dstDir string) (*FetchStats, error) {
 		case strings.HasPrefix(f.Name, "pages-") && strings.HasSuffix(f.Name, ".img"):
 			pagesFiles = append(pagesFiles, f)
 		default:
-			if err := fetch(f); err != nil {
-				return st, err
-			}
+			plain = append(plain, f)
 		}
 	}
 	if inventory == nil {
 		return st, fmt.Errorf("fetch images: the server offers no %s: not an image directory: %w", images.InventoryName, images.ErrNotFound)
 	}
-	// Process pagemaps: fetched to a scratch directory, decoded, rebuilt.
+	// Process pagemaps: fetched to a scratch directory and decoded first,
+	// to know which pages files are rebuilt rather than fetched.
 	tmp, err := os.MkdirTemp(dstDir, ".pagemaps-*")
 	if err != nil {
 		return st, fmt.Errorf("fetch images: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	dir, err := images.Open(dstDir)
-	if err != nil {
-		return st, err
+	type procPagemap struct {
+		pid int
+		pm  *images.Pagemap
 	}
-	defer dir.Close()
+	var procs []procPagemap
 	rebuilt := map[uint32]bool{}
 	for _, f := range pagemaps {
 		pid, err := strconv.Atoi(procPagemapRe.FindStringSubmatch(f.Name)[1])
@@ -104,28 +117,78 @@ func (c *Client) FetchImages(dstDir string) (*FetchStats, error) {
 		if err != nil {
 			return st, fmt.Errorf("fetch images: %s: %w", f.Name, err)
 		}
-		if err := c.rebuildPagemap(dir, pid, pm, st); err != nil {
-			return st, fmt.Errorf("fetch images: pagemap of pid %d: %w", pid, err)
-		}
+		procs = append(procs, procPagemap{pid, pm})
 		rebuilt[pm.PagesID] = true
-		st.Pagemaps++
 	}
 	for _, f := range pagesFiles {
 		id, err := strconv.ParseUint(f.Name[len("pages-"):len(f.Name)-len(".img")], 10, 32)
-		if err == nil && rebuilt[uint32(id)] {
-			continue // rebuilt above with only the pages a restore reads from it
-		}
-		if err := fetch(f); err != nil {
-			return st, err
+		if err != nil || !rebuilt[uint32(id)] {
+			plain = append(plain, f) // not a process's: fetched as it is
 		}
 	}
-	if err := dir.Sync(); err != nil {
-		return st, fmt.Errorf("fetch images: %w", err)
+	// The files come over while the pagemaps are rebuilt: the requests
+	// share the connection, the local file work overlaps.
+	fetched := make(chan error, 1)
+	go func() { fetched <- c.fetchFiles(dstDir, plain, st) }()
+	dir, err := images.CreateWithOptions(dstDir, images.Options{DeferSync: true})
+	if err == nil {
+		defer dir.Close()
+		for _, p := range procs {
+			if err = c.rebuildPagemap(dir, p.pid, p.pm, st); err != nil {
+				err = fmt.Errorf("fetch images: pagemap of pid %d: %w", p.pid, err)
+				break
+			}
+			st.Pagemaps++
+		}
 	}
-	if err := fetch(*inventory); err != nil {
+	if ferr := <-fetched; err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := c.fetchFiles(dstDir, []FileInfo{*inventory}, st); err != nil {
 		return st, err
 	}
 	return st, nil
+}
+
+// fetchWorkers bounds the files FetchImages has in flight.
+const fetchWorkers = 4
+
+// fetchFiles fetches files into dir, a few at a time, and counts them in
+// st (under st's own lock: rebuildPagemap counts concurrently).
+func (c *Client) fetchFiles(dir string, files []FileInfo, st *FetchStats) error {
+	work := make(chan FileInfo)
+	errs := make(chan error, fetchWorkers)
+	for range min(fetchWorkers, len(files)) {
+		go func() {
+			var err error
+			for f := range work {
+				if err != nil {
+					continue // drain after a failure
+				}
+				if err = c.FetchFile(dir, f); err == nil {
+					st.mu.Lock()
+					st.Files++
+					st.FileBytes += f.Size
+					st.mu.Unlock()
+				}
+			}
+			errs <- err
+		}()
+	}
+	for _, f := range files {
+		work <- f
+	}
+	close(work)
+	var first error
+	for range min(fetchWorkers, len(files)) {
+		if err := <-errs; first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // rebuildPagemap writes pid's pagemap into dir: lazy runs without data,

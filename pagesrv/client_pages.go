@@ -14,7 +14,18 @@ type Call struct {
 	// zero-filled in Dst and Err is a *NotInImageError.
 	Absent []Extent
 	Err    error
-	Done   chan *Call // receives the call when it completes
+	Done   chan *Call // receives the call when it completes (Go)
+
+	fn func(*Call) // called when it completes (GoFunc)
+}
+
+// complete hands the finished call to its caller.
+func (call *Call) complete() {
+	if call.fn != nil {
+		call.fn(call)
+		return
+	}
+	call.Done <- call
 }
 
 // Go starts reading len(dst) bytes (whole pages, at most MaxRequestPages)
@@ -31,22 +42,37 @@ func (c *Client) Go(pid int, addr uint64, dst []byte, done chan *Call) *Call {
 		panic("pagesrv: Client.Go: done channel is unbuffered")
 	}
 	call := &Call{Pid: pid, Addr: addr, Dst: dst, Done: done}
+	c.start(call)
+	return call
+}
+
+// GoFunc is Go with a callback instead of a channel: fn is called once
+// with the finished call, on the client's reader goroutine (on the
+// caller's for a request that cannot be sent, and on whichever goroutine
+// notices a broken connection or calls Close for the calls it fails). fn
+// must not block: every reply of the connection waits for it. It saves a channel hand-off and a
+// goroutine wake-up per read (a lazy-pages daemon keeps dozens in flight).
+func (c *Client) GoFunc(pid int, addr uint64, dst []byte, fn func(*Call)) {
+	c.start(&Call{Pid: pid, Addr: addr, Dst: dst, fn: fn})
+}
+
+func (c *Client) start(call *Call) {
+	pid, addr, dst := call.Pid, call.Addr, call.Dst
 	ps := c.pageSize
 	if pid <= 0 || pid > 1<<31-1 || len(dst) == 0 || len(dst)%ps != 0 || len(dst)/ps > c.maxPages || addr%uint64(ps) != 0 {
 		call.Err = fmt.Errorf("%w: pid %d, %d bytes at %#x (whole aligned pages, at most %d)",
 			ErrBadRequest, pid, len(dst), addr, c.maxPages)
-		done <- call
-		return call
+		call.complete()
+		return
 	}
 	id, err := c.register(&pending{want: TypePages, call: call})
 	if err != nil {
 		call.Err = err
-		done <- call
-		return call
+		call.complete()
+		return
 	}
 	// On a send failure fail() finishes every pending call, this one too.
 	c.send(id, MsgGetPages{Pid: uint32(pid), NrPages: uint32(len(dst) / ps), Addr: addr})
-	return call
 }
 
 // ReadPages reads len(dst) bytes (whole pages) of process pid at addr into

@@ -50,5 +50,19 @@
 // into the caller's buffer. Go (net/rpc style) keeps many requests in
 // flight; ReadPages splits and pipelines large reads. While requests are
 // pending, silence longer than the timeout fails them with ErrTimeout, so a
-// dead server is an error, never a hang.
+// dead server is an error, never a hang. GoFunc completes a read with a
+// callback on the reader goroutine instead (no hand-off per read); Lost is
+// closed when the connection is gone, so a lazy-pages daemon can give up at
+// once instead of at its next read.
+//
+// # Migration
+//
+// The source of a post-copy migration (dump --lazy-pages) serves the frozen
+// process's memory with ExitWhenDone, and watches OnClose: a client that
+// asked for pages and left without Done means the destination gave up, and
+// the source is released. Clients that never asked for pages (idle, or
+// only fetching files) do not hold an ExitWhenDone server. On the
+// destination, FetchImages makes a local image directory from the served
+// files in which the lazy runs stay on the server (pagemap entries without
+// data): a lazy restore reads it, its daemon fetches the rest.
 package pagesrv

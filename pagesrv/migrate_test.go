@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lazyr/lazyr/images"
@@ -266,7 +268,7 @@ func TestFetchImages(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	wantNames := []string{"core-7.img", "inventory.img", "pagemap-7.img", "pagemap-shmem-1234.img", "pages-1.img", "pages-2.img"}
+	wantNames := []string{FetchedMark, "core-7.img", "inventory.img", "pagemap-7.img", "pagemap-shmem-1234.img", "pages-1.img", "pages-2.img"}
 	if !slices.Equal(names, wantNames) {
 		t.Fatalf("fetched %v, want %v", names, wantNames)
 	}
@@ -358,4 +360,96 @@ func FuzzDecodeRawPagemap(f *testing.F) {
 			t.Fatalf("accepted an invalid pagemap: %v", err)
 		}
 	})
+}
+
+// TestGoFunc: reads completed through callbacks, many in flight, each with the right pages; a bad
+// request and the calls a dying connection leaves are completed too, exactly once.
+func TestGoFunc(t *testing.T) {
+	src := newFakeSource(testExtents())
+	ts := startServer(t, ServerOptions{Source: src})
+	c := dialT(t, ts.port, ClientOptions{})
+	const n = 64
+	var mu sync.Mutex
+	got := map[uint64]error{}
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := range n {
+		addr := base + pg(1000+i*32)
+		c.GoFunc(100, addr, make([]byte, pg(32)), func(call *Call) {
+			if call.Err == nil {
+				checkPages(t, src, 100, call.Addr, call.Dst)
+			}
+			mu.Lock()
+			got[call.Addr] = call.Err
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if len(got) != n {
+		t.Fatalf("%d calls completed, want %d", len(got), n)
+	}
+	for addr, err := range got {
+		if err != nil {
+			t.Fatalf("read at %#x: %v", addr, err)
+		}
+	}
+	var bad error
+	c.GoFunc(100, base+1, make([]byte, pg(1)), func(call *Call) { bad = call.Err }) // unaligned: at once
+	if !errors.Is(bad, ErrBadRequest) {
+		t.Fatalf("unaligned read: %v", bad)
+	}
+
+	// Calls pending when the connection breaks fail, each once.
+	block := make(chan struct{})
+	src.mu.Lock()
+	src.onRead = func(int, uint64, int) { <-block }
+	src.mu.Unlock()
+	var calls atomic.Int32
+	errs := make(chan error, 4)
+	for range 4 {
+		c.GoFunc(100, base, make([]byte, pg(1)), func(call *Call) { calls.Add(1); errs <- call.Err })
+	}
+	time.Sleep(50 * time.Millisecond)
+	c.Close()
+	for range 4 {
+		if err := <-errs; !errors.Is(err, ErrClosed) {
+			t.Errorf("pending call after Close: %v", err)
+		}
+	}
+	close(block)
+	time.Sleep(50 * time.Millisecond)
+	if n := calls.Load(); n != 4 {
+		t.Fatalf("callbacks ran %d times for 4 calls", n)
+	}
+}
+
+// TestFetchImagesFailure: a file the server can no longer give fails the fetch, and the directory is
+// not marked complete (a stale inventory is gone, none is fetched), so nothing restores from it.
+func TestFetchImagesFailure(t *testing.T) {
+	srcDir, _ := writeMigrationImages(t)
+	src, err := NewImageSource(srcDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.(interface{ Close() error }).Close()
+	var asked atomic.Int32
+	ts := startServer(t, ServerOptions{Source: src, Files: srcDir, SkipFile: func(name string) bool {
+		// Listed (first question), gone when fetched (the next).
+		return name == "core-7.img" && asked.Add(1) > 1
+	}})
+	c := dialT(t, ts.port, ClientOptions{})
+	dst := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dst, images.InventoryName), []byte("stale"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.FetchImages(dst); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("FetchImages with a file gone: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, images.InventoryName)); err == nil {
+		t.Fatal("an incomplete fetch left an inventory")
+	}
+	if _, err := os.Stat(filepath.Join(dst, FetchedMark)); err != nil {
+		t.Fatalf("no fetch mark: %v", err)
+	}
 }

@@ -30,7 +30,9 @@
 //
 // The package has no policy: it encodes the ioctl structs, decodes
 // uffd_msg, and keeps the kernel's errno in every error so callers can test
-// errors.Is(err, unix.EEXIST) and friends. Layouts and numbers follow
+// errors.Is(err, unix.EEXIST) and friends. CopyErrno and ZeroPageErrno
+// return the bare errno instead, for hot paths where an expected result
+// (EEXIST after a race) must not cost an allocation. Layouts and numbers follow
 // include/uapi/linux/userfaultfd.h; pointer-passing ioctls live in
 // ioctl_unsafe.go.
 package uffd

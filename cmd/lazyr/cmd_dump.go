@@ -43,14 +43,15 @@ func runDump(ctx context.Context, args []string) int {
 		return c.fail(nil, "dump", err)
 	}
 	defer log.Sync()
-	serveLazy, err := lazy.serveLazy(&c, c.imagesDir, log)
+	lazySrv, err := lazy.server(&c, c.imagesDir, log)
 	if err != nil {
 		return c.fail(log, "dump", err)
 	}
+	defer lazySrv.close()
 	show, done := progress("dumping memory")
 	st, err := dump.Run(ctx, compel.NewTracer(), dump.Options{
 		Pid: pid, ImagesDir: c.imagesDir, LeaveRunning: leaveRunning, Log: log, Progress: show,
-		TCPEstablished: tcpEstablished, NetworkLock: networkLock, ServeLazy: serveLazy, ShellJob: shellJob,
+		TCPEstablished: tcpEstablished, NetworkLock: networkLock, ServeLazy: lazySrv.serveLazy(), ShellJob: shellJob,
 	})
 	done()
 	if err != nil {

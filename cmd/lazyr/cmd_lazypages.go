@@ -33,6 +33,7 @@ func runLazyPages(ctx context.Context, args []string) int {
 	var ps pageServerFlags
 	fs.BoolVar(&fromServer, "page-server", false, "read pages from the page server at --address/--port (a page-server or a dump --lazy-pages) instead of the local images; if -D holds no images, fetch them from it first")
 	ps.register(fs, "with --page-server: the page server's address", "with --page-server: the page server's port")
+	fs.DurationVar(&ps.wait, "connect-timeout", 0, "with --page-server: retry a refused connection for this long (start the destination before the source listens)")
 	if _, err := parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

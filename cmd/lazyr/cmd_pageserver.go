@@ -117,6 +117,8 @@ type pageServerFlags struct {
 	cacert  string
 	cert    string
 	key     string
+	// wait: how long a client keeps retrying a refused connection (lazy-pages --connect-timeout).
+	wait time.Duration
 }
 
 const (
@@ -186,30 +188,33 @@ func isLoopback(address string) bool {
 }
 
 // lazyDumpServer serves the memory a lazy dump keeps frozen (dump.Options.ServeLazy), and the images
-// it wrote, until the destination's lazy-pages daemon says that every page is in place.
+// it wrote, until the destination's lazy-pages daemon says that every page is in place. It listens
+// from the start, before anything is frozen: a port in use fails the dump before the process is
+// touched, and a destination daemon started early connects at once and waits for its first answer.
 type lazyDumpServer struct {
-	flags     pageServerFlags
-	tls       *tls.Config
-	imagesDir string
-	statusFd  int
-	log       *zap.Logger
+	srv      *pagesrv.Server
+	src      lazyDumpSource // set by serve, before the server runs
+	tls      bool
+	statusFd int
+	log      *zap.Logger
+	cancel   context.CancelCauseFunc // set by serve
+	done     bool                    // the destination said Done (loop goroutine, which is serve's)
 }
 
-// serve is dump.Options.ServeLazy. It returns nil only after the destination's Done; a destination
-// that asked for pages and then left without Done (its daemon died, the network broke) or ctx ending
-// first abort the transfer, and the dump then releases the tree.
-func (l *lazyDumpServer) serve(ctx context.Context, src *dump.LazySource) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	done := false // written and read on Serve's goroutine (the server's loop runs there)
+func newLazyDumpServer(f *pageServerFlags, tlsConf *tls.Config, imagesDir string, statusFd int, log *zap.Logger) (*lazyDumpServer, error) {
+	l := &lazyDumpServer{tls: tlsConf != nil, statusFd: statusFd, log: log}
+	// The server serves the directory it opens now; the dump writes into the same one.
+	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
+		return nil, fmt.Errorf("images dir: %w", err)
+	}
 	srv, err := pagesrv.NewServer(pagesrv.ServerOptions{
-		Address: l.flags.address, Port: l.flags.port, TLS: l.tls,
-		Source: lazyDumpSource{src}, Files: l.imagesDir, SkipFile: notImage,
+		Address: f.address, Port: f.port, TLS: tlsConf,
+		Source: &l.src, Files: imagesDir, SkipFile: notImage,
 		ExitWhenDone: true,
-		OnError:      func(err error) { l.log.Warn("page server", zap.Error(err)) },
+		OnError:      func(err error) { log.Warn("page server", zap.Error(err)) },
 		OnDone: func(pid int) {
 			if pid == 0 {
-				done = true
+				l.done = true
 			}
 		},
 		OnClose: func(cs pagesrv.ClientSummary) {
@@ -218,26 +223,45 @@ func (l *lazyDumpServer) serve(ctx context.Context, src *dump.LazySource) error 
 				if cs.Err != nil {
 					why = cs.Err.Error()
 				}
-				cancel(fmt.Errorf("destination %v left before it had every page (%s)", cs.Remote, why))
+				l.cancel(fmt.Errorf("destination %v left before it had every page (%s)", cs.Remote, why))
 			}
 		},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	l.srv = srv
+	log.Debug("page server listening", zap.Stringer("address", srv.Addr()))
+	return l, nil
+}
+
+// serve is dump.Options.ServeLazy. It returns nil only after the destination's Done; a destination
+// that asked for pages and then left without Done (its daemon died, the network broke) or ctx ending
+// first abort the transfer, and the dump then releases the tree.
+func (l *lazyDumpServer) serve(ctx context.Context, src *dump.LazySource) error {
+	l.src.LazySource = src
+	ctx, l.cancel = context.WithCancelCause(ctx)
+	defer l.cancel(nil)
 	l.log.Info("serving the dumped memory; the process stays frozen until the destination has it all",
-		zap.Stringer("address", srv.Addr()), zap.Bool("tls", l.tls != nil))
+		zap.Stringer("address", l.srv.Addr()), zap.Bool("tls", l.tls))
 	signalReady(l.statusFd)
 	start := time.Now()
-	err = srv.Serve(ctx)
-	logServerStats(l.log, srv.Stats(), time.Since(start))
+	err := l.srv.Serve(ctx)
+	logServerStats(l.log, l.srv.Stats(), time.Since(start))
 	switch {
 	case err != nil:
 		return err
-	case !done:
+	case !l.done:
 		return fmt.Errorf("%w: %w", dump.ErrLazyAborted, context.Cause(ctx))
 	}
 	return nil
+}
+
+// close releases the listener of a dump that failed before serving (harmless after serve).
+func (l *lazyDumpServer) close() {
+	if l != nil {
+		l.srv.Close()
+	}
 }
 
 // lazyDumpFlags are dump's --lazy-pages options.
@@ -253,8 +277,8 @@ func (f *lazyDumpFlags) register(fs *flag.FlagSet) {
 	f.ps.register(fs, "with --lazy-pages: listen on this address (default: every IPv4 address)", "with --lazy-pages: listen on this TCP port (0: any free port, logged)")
 }
 
-// serveLazy returns dump.Options.ServeLazy for the flags, nil without --lazy-pages.
-func (f *lazyDumpFlags) serveLazy(c *common, imagesDir string, log *zap.Logger) (func(context.Context, *dump.LazySource) error, error) {
+// server starts listening for --lazy-pages (nil without it); its serve method is dump.Options.ServeLazy.
+func (f *lazyDumpFlags) server(c *common, imagesDir string, log *zap.Logger) (*lazyDumpServer, error) {
 	if !f.lazy {
 		return nil, nil
 	}
@@ -268,6 +292,13 @@ func (f *lazyDumpFlags) serveLazy(c *common, imagesDir string, log *zap.Logger) 
 	if tlsConf == nil {
 		warnPlaintext(c, log, f.ps.address, true)
 	}
-	l := &lazyDumpServer{flags: f.ps, tls: tlsConf, imagesDir: imagesDir, statusFd: f.statusFd, log: log}
-	return l.serve, nil
+	return newLazyDumpServer(&f.ps, tlsConf, imagesDir, f.statusFd, log)
+}
+
+// serveLazy is the dump option: nil without --lazy-pages.
+func (l *lazyDumpServer) serveLazy() func(context.Context, *dump.LazySource) error {
+	if l == nil {
+		return nil
+	}
+	return l.serve
 }

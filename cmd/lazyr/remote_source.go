@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -48,9 +50,8 @@ func (r remoteSource) StartRead(pid int, addr uint64, dst []byte, done func(erro
 		go func() { done(r.c.ReadPages(pid, addr, dst)) }() // split and pipelined inside
 		return
 	}
-	ch := make(chan *pagesrv.Call, 1)
-	r.c.Go(pid, addr, dst, ch)
-	go func() { done((<-ch).Err) }()
+	// done is the daemon's cheap hand-off (a queue and an eventfd): it may run on the client's reader.
+	r.c.GoFunc(pid, addr, dst, func(call *pagesrv.Call) { done(call.Err) })
 }
 
 func (r remoteSource) Close() error { return nil }
@@ -60,7 +61,7 @@ var _ lazypages.AsyncSource = remoteSource{}
 // lazyDumpSource serves the memory a lazy dump keeps frozen to the page server.
 type lazyDumpSource struct{ *dump.LazySource }
 
-func (s lazyDumpSource) Extents(pid int) ([]pagesrv.Extent, error) {
+func (s *lazyDumpSource) Extents(pid int) ([]pagesrv.Extent, error) {
 	ext, err := s.LazySource.Extents(pid)
 	if err != nil {
 		return nil, err
@@ -93,7 +94,7 @@ func openRemote(ctx context.Context, c *common, f *pageServerFlags, imagesDir st
 	if tlsConf == nil {
 		warnPlaintext(c, log, f.address, false)
 	}
-	client, err := pagesrv.Dial(ctx, f.address, f.port, tlsConf)
+	client, err := dialRetry(ctx, f, tlsConf)
 	if err != nil {
 		return nil, err
 	}
@@ -103,9 +104,12 @@ func openRemote(ctx context.Context, c *common, f *pageServerFlags, imagesDir st
 			client.Close()
 		}
 	}()
-	// inventory.img marks a complete image set (FetchImages writes it last): a directory that has
-	// one was copied by hand, or fetched before; anything else is fetched now.
-	if _, err := os.Stat(filepath.Join(imagesDir, images.InventoryName)); err == nil {
+	// inventory.img marks a complete image set (FetchImages writes it last). A complete set copied by
+	// hand is used as it is; anything else is fetched now, also a set fetched before: the source may
+	// have run on since (an aborted migration, retried), and only its page server knows.
+	_, errInv := os.Stat(filepath.Join(imagesDir, images.InventoryName))
+	_, errMark := os.Stat(filepath.Join(imagesDir, pagesrv.FetchedMark))
+	if errInv == nil && errMark != nil {
 		log.Info("using the images in the images directory", zap.String("dir", imagesDir))
 	} else {
 		start := time.Now()
@@ -129,6 +133,25 @@ func openRemote(ctx context.Context, c *common, f *pageServerFlags, imagesDir st
 	}()
 	ok = true
 	return r, nil
+}
+
+// dialRetry dials the page server, retrying a refused connection for f.wait: a destination started
+// before its source listens waits for it.
+func dialRetry(ctx context.Context, f *pageServerFlags, tlsConf *tls.Config) (*pagesrv.Client, error) {
+	deadline := time.Now().Add(f.wait)
+	backoff := time.Millisecond
+	for {
+		client, err := pagesrv.Dial(ctx, f.address, f.port, tlsConf)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().Add(backoff).After(deadline) {
+			return client, err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, err
+		}
+		backoff = min(2*backoff, 20*time.Millisecond)
+	}
 }
 
 // source is the daemon's page source: nil (the local images) without --page-server.

@@ -21,9 +21,19 @@
  *   munmap F N         munmap pages [F, F+N), hash the rest
  *   slow USEC          print "P <i> <first word hex>" per page, USEC apart
  *   wait               wait for a second line, then hash
+ *   touch DIR          read one word per page, up ("seq") or down ("rev"),
+ *                      and print "SUM" of those words (a benchmark's reader:
+ *                      it outruns any copy and so keeps faulting)
+ *   threads N          N threads hash everything at once; "SUM" of each,
+ *                      in thread order
+ *   dropping K         for every K pages: MADV_DONTNEED the first K/2,
+ *                      check they read zero at once; then "BAD <nonzero
+ *                      words seen>" and "SUM" of everything (the dropped
+ *                      pages as zeros)
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +45,8 @@
 
 #define PAGE 4096UL
 
+#define FNV_INIT 0xcbf29ce484222325ULL
+
 static uint64_t hash_range(const unsigned char *p, size_t len, uint64_t h)
 {
 	const volatile uint64_t *w = (const volatile uint64_t *)p;
@@ -45,7 +57,20 @@ static uint64_t hash_range(const unsigned char *p, size_t len, uint64_t h)
 	return h;
 }
 
-#define FNV_INIT 0xcbf29ce484222325ULL
+
+struct reader {
+	pthread_t t;
+	const unsigned char *p;
+	size_t size;
+	uint64_t h;
+};
+
+static void *read_all(void *arg)
+{
+	struct reader *r = arg;
+	r->h = hash_range(r->p, r->size, FNV_INIT);
+	return NULL;
+}
 
 static void wait_line(void)
 {
@@ -141,6 +166,44 @@ int main(int argc, char **argv)
 			fflush(stdout);
 			usleep(us);
 		}
+		printf("SUM %016llx\n", (unsigned long long)hash_range(p, size, FNV_INIT));
+	} else if (!strcmp(mode, "touch") && argc == 4) {
+		int rev = !strcmp(argv[3], "rev");
+		uint64_t h = FNV_INIT;
+		for (size_t i = 0; i < npages; i++) {
+			size_t pg = rev ? npages - 1 - i : i;
+			h ^= *(volatile uint64_t *)(p + pg * PAGE + (pg % 512) * 8);
+			h *= 0x100000001b3ULL;
+		}
+		printf("SUM %016llx\n", (unsigned long long)h);
+	} else if (!strcmp(mode, "threads") && argc == 4) {
+		int n = atoi(argv[3]);
+		struct reader r[16];
+		if (n < 1 || n > 16)
+			return 2;
+		for (int i = 0; i < n; i++) {
+			r[i] = (struct reader){.p = p, .size = size};
+			if (pthread_create(&r[i].t, NULL, read_all, &r[i]))
+				return 12;
+		}
+		for (int i = 0; i < n; i++) {
+			pthread_join(r[i].t, NULL);
+			printf("SUM %016llx\n", (unsigned long long)r[i].h);
+		}
+	} else if (!strcmp(mode, "dropping") && argc == 4) {
+		size_t k = strtoul(argv[3], NULL, 0);
+		unsigned long bad = 0;
+		if (k < 2)
+			return 2;
+		for (size_t f = 0; f + k <= npages; f += k) {
+			unsigned char *q = p + f * PAGE;
+			if (madvise(q, k / 2 * PAGE, MADV_DONTNEED))
+				return 10;
+			const volatile uint64_t *w = (const volatile uint64_t *)q;
+			for (size_t i = 0; i < k / 2 * PAGE / 8; i++)
+				bad += w[i] != 0;
+		}
+		printf("BAD %lu\n", bad);
 		printf("SUM %016llx\n", (unsigned long long)hash_range(p, size, FNV_INIT));
 	} else if (!strcmp(mode, "wait")) {
 		wait_line();
