@@ -107,3 +107,41 @@ func TestMigrateAbort(t *testing.T) {
 		})
 	}
 }
+
+// TestMigrateImagesNeedLazyRestore: the images a migration source writes hold no copy of the lazy memory
+// (the source serves it). An eager restore from them would run the process on zeroed memory: it is
+// refused with a message that says what to do, no process is created, and the source, asked to stop
+// afterwards, runs on intact.
+func TestMigrateImagesNeedLazyRestore(t *testing.T) {
+	testutil.RequireRoot(t)
+	bigmem := testutil.BuildVictim(t, "bigmem")
+	trigger := filepath.Join(t.TempDir(), "go")
+	v, pid := startPidnsVictim(t, nil, bigmem, "16", trigger)
+	v.WaitOutput(regexp.MustCompile(`(?m)^ready pages=4096$`), 60*time.Second)
+
+	srcDir := t.TempDir()
+	source := startBg(t, nil, "dump", "-t", strconv.Itoa(pid), "-D", srcDir, "--lazy-pages", "--address", "127.0.0.1", "--port", freePort(t))
+	_, stderr, code := lazyrCode(t, nil, "restore", "-D", srcDir, "-d")
+	if code == 0 {
+		t.Fatal("an eager restore of a migration source's images succeeded")
+	}
+	if !regexp.MustCompile(`post-copy migration source.*--lazy-pages`).MatchString(stderr) {
+		t.Errorf("the refusal does not say why and what to do:\n%s", stderr)
+	}
+
+	source.signal(syscall.SIGTERM)
+	source.requireExit(1, 10*time.Second)
+	if err := os.WriteFile(trigger+".tmp", []byte("seq"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(trigger+".tmp", trigger); err != nil {
+		t.Fatal(err)
+	}
+	st, err := v.Wait(60 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := v.Output(); st.ExitCode() != 0 || !regexp.MustCompile(`(?m)^done start=\d+ end=\d+ pages=4096$`).MatchString(out) {
+		t.Fatalf("the source did not read back all its memory (exit %v):\n%s", st, testutil.Tail(out, 5))
+	}
+}

@@ -27,6 +27,9 @@ type treePlan struct {
 	// one, with the same pids inside it.
 	newPidNS bool
 	uts      *utsns.UtsnsEntry // the tree's own UTS namespace, if it had one
+	// remoteMemory: some pages are marked lazy but are not in the pages files (a post-copy migration
+	// source, dump --lazy-pages, kept them to serve): only a lazy restore fed by a page server has them.
+	remoteMemory bool
 }
 
 // plan is one process of the image set (the file table and pipe data are shared by all).
@@ -41,10 +44,12 @@ type plan struct {
 	mm      *mm.MmEntry
 	vmas    []*vma.VmaEntry // sorted by start
 	pagemap *images.Pagemap
-	fds     []*fdinfo.FdinfoEntry
-	fs      *fsimg.FsEntry
-	files   map[uint32]*fdinfo.FileEntry // shared by the whole tree
-	pipes   map[uint32][]byte            // shared by the whole tree
+	// remoteMemory: see treePlan.remoteMemory.
+	remoteMemory bool
+	fds          []*fdinfo.FdinfoEntry
+	fs           *fsimg.FsEntry
+	files        map[uint32]*fdinfo.FileEntry // shared by the whole tree
+	pipes        map[uint32][]byte            // shared by the whole tree
 }
 
 // CRIU's task states (core.tc.task_state).
@@ -126,6 +131,7 @@ func load(path string) (*treePlan, error) {
 		}
 		tp.procs = append(tp.procs, p)
 		tp.byPid[p.pid] = p
+		tp.remoteMemory = tp.remoteMemory || p.remoteMemory
 	}
 	root := tp.procs[0]
 	if root.zombie {
@@ -195,6 +201,9 @@ func (p *plan) load() error {
 		return wrapImg(images.PagemapName(p.pid), err)
 	}
 	for _, e := range p.pagemap.Extents {
+		if e.Flags&images.PELazy != 0 && !e.Present() {
+			p.remoteMemory = true
+		}
 		// An extent may run over several adjacent mappings; every page must be in one.
 		for addr := e.Vaddr; addr < e.End(); {
 			v := p.vmaAt(addr)

@@ -33,6 +33,11 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 		return nil, err
 	}
 	log.Debug("images read", zap.Duration("elapsed", time.Since(start)), zap.Int("processes", len(tp.procs)))
+	if tp.remoteMemory && !opts.LazyPages {
+		// An eager restore would leave those pages zero: a process running on wrong memory.
+		return nil, fmt.Errorf("%w: the images come from a post-copy migration source (dump --lazy-pages) and hold "+
+			"no copy of its memory; restore with --lazy-pages and a 'lazyr lazy-pages --page-server' daemon", ErrUnsupported)
+	}
 	for _, p := range tp.procs {
 		if tp.newPidNS {
 			break // the pids live in a fresh namespace

@@ -12,7 +12,7 @@ import (
 
 // optionalFeatures are reported but do not make the check fail: lazyr works around them.
 var optionalFeatures = map[string]string{
-	"mem_soft_dirty": "pre-dump dirty tracking uses userfaultfd write-protect + PAGEMAP_SCAN instead",
+	"mem_soft_dirty": "only iterative pre-dumps would need it, and lazyr has none",
 }
 
 func runCheck(ctx context.Context, args []string) int {

@@ -69,7 +69,7 @@ func runLazyPages(ctx context.Context, args []string) int {
 		Ready: func() {
 			log.Info("lazy-pages daemon listening", zap.String("socket", lazypages.SocketPath(c.workDir)))
 			if pidFile != "" {
-				if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+				if err := writeFileAtomic(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
 					log.Error("pidfile", zap.Error(err))
 				}
 			}
@@ -80,7 +80,7 @@ func runLazyPages(ctx context.Context, args []string) int {
 	if st != nil {
 		logLazyStats(log, st)
 		if b, jerr := json.MarshalIndent(st, "", "  "); jerr == nil {
-			if werr := os.WriteFile(filepath.Join(c.workDir, lazyStatsName), append(b, '\n'), 0o644); werr != nil {
+			if werr := writeFileAtomic(filepath.Join(c.workDir, lazyStatsName), append(b, '\n')); werr != nil {
 				log.Warn("writing statistics", zap.Error(werr))
 			}
 		}

@@ -76,7 +76,7 @@ func runPageServer(ctx context.Context, args []string) int {
 	}
 	log.Info("page server listening", zap.Stringer("address", srv.Addr()), zap.String("images", c.imagesDir), zap.Bool("tls", tlsConf != nil))
 	if pidFile != "" {
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		if err := writeFileAtomic(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
 			srv.Close()
 			return c.fail(log, "pidfile", err)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 
 	"go.uber.org/zap"
@@ -62,7 +61,7 @@ func runRestore(ctx context.Context, args []string) int {
 		zap.Uint64("pages_lazy", res.Stats.PagesLazy),
 	)
 	if pidFile != "" {
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {
+		if err := writeFileAtomic(pidFile, []byte(strconv.Itoa(res.Pid)+"\n")); err != nil {
 			return c.fail(log, "pidfile", err)
 		}
 	}

@@ -53,7 +53,7 @@ func daemonize(args []string, pidFile string, statusFd int) int {
 		return 1
 	}
 	if pidFile != "" {
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+		if err := writeFileAtomic(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n")); err != nil {
 			fmt.Fprintf(os.Stderr, "lazyr: pidfile: %v\n", err)
 			return 1
 		}
@@ -70,4 +70,14 @@ func signalReady(fd int) {
 	f := os.NewFile(uintptr(fd), "status-fd")
 	f.Write([]byte{0})
 	f.Close()
+}
+
+// writeFileAtomic writes data next to path and renames it into place, so that a reader polling for path
+// (a test, a script waiting for the statistics) never sees half of it.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
