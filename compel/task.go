@@ -184,6 +184,15 @@ func (t *Task) Detach() error {
 	return nil
 }
 
+// ContinueWithSignal resumes the stopped task with sig delivered to it (PTRACE_CONT with a signal).
+// Preconditions: called from Tracer.Do.
+func (t *Task) ContinueWithSignal(sig unix.Signal) error {
+	if err := unix.PtraceCont(t.Pid, int(sig)); err != nil {
+		return fmt.Errorf("continue %d with %v: %w", t.Pid, sig, err)
+	}
+	return nil
+}
+
 // Kill sends SIGKILL and reaps the ptrace exit notification so that the real parent can reap the task.
 func (t *Task) Kill() error {
 	if err := unix.Kill(t.Pid, unix.SIGKILL); err != nil && err != unix.ESRCH {

@@ -41,8 +41,10 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Stats, error) {
 	defer network.close()
 	st := &Stats{}
 	if opts.ServeLazy != nil {
-		opts.lazy = newLazySource() // lazy dump hook (lazy_source.go)
+		opts.lazy = newDeferredLazySource() // lazy dump hook (lazy_source.go, lazy_scan.go)
 	}
+	// Mappings' VmFlags are read while the tree still runs (smaps.go).
+	opts.early = readSmapsEarly(pid)
 	start := time.Now()
 	var procs []*proc
 	err = tr.Do(func() error {
@@ -134,7 +136,14 @@ func precheck(pid int) error {
 // Preconditions: called from Tracer.Do.
 func dumpTree(ctx context.Context, procs []*proc, opts Options, st *Stats, log *zap.Logger, frozen time.Time) error {
 	ft := newFileTable(procs[0].pid, &opts)
-	// Cheap refusals first: every fd of every process, before any memory is touched.
+	// Cheap refusals first: the IPC namespace (ipc_ns.go), every fd of every process, before any memory
+	// is touched.
+	if err := prepareIPC(procs, ft); err != nil {
+		return err
+	}
+	if err := checkUTS(procs); err != nil {
+		return err
+	}
 	fds := map[int][]*fdinfo.FdinfoEntry{}
 	for _, p := range procs {
 		if p.zombie {
@@ -150,7 +159,8 @@ func dumpTree(ctx context.Context, procs []*proc, opts Options, st *Stats, log *
 	if err := ft.finishKinds(); err != nil {
 		return err
 	}
-	dir, err := createDir(opts.ImagesDir)
+	durable := opts.ServeLazy == nil // a migration source needs no fsync (writeImages)
+	dir, err := createDir(opts.ImagesDir, durable)
 	if err != nil {
 		return err
 	}
@@ -171,7 +181,10 @@ func dumpTree(ctx context.Context, procs []*proc, opts Options, st *Stats, log *
 		results = append(results, r)
 	}
 	log.Debug("memory written", zap.Uint64("pages", st.PagesWritten), zap.Duration("read", st.MemdumpTime), zap.Duration("write", st.MemwriteTime))
-	return writeImages(dir, results, ft, st, frozen)
+	// A lazy dump finds the exact pages of its lazy areas from here on, next to writing the images and
+	// serving them (lazy_scan.go).
+	opts.lazy.startScan(log)
+	return writeImages(dir, results, ft, st, frozen, durable)
 }
 
 // collect gathers one live process's state: threads, kernel state, mappings and memory.
@@ -197,8 +210,9 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 		if r.signals, err = pendingSignals(leader.Pid, true); err != nil {
 			return err
 		}
-		// The init of its own PID namespace carries the tree's UTS namespace, if it has one of its own.
-		if p.vpid == 1 && !sameNS(p.pid, "uts") {
+		// The root (id 1) carries the tree's UTS namespace, if it has one of its own (checkUTS: every
+		// process of the tree is in it).
+		if id == 1 && !sameNS(p.pid, "uts") {
 			if r.uts, err = dumpUTS(leader); err != nil {
 				return err
 			}
@@ -225,7 +239,7 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 	if err != nil {
 		return nil, err
 	}
-	maps, err := procfs.Smaps(p.pid)
+	maps, _, err := opts.early.mappings(p.pid)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +249,7 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	runs, err := scanPages(p.pid, r.areas, st)
+	runs, err := scanPages(p.pid, r.areas, st, opts.lazy.defersScan())
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"go.uber.org/zap"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/lazyr/lazyr/images"
 	"github.com/lazyr/lazyr/internal/procfs"
+	"github.com/lazyr/lazyr/internal/sys"
 	"github.com/lazyr/lazyr/netlock"
 	"github.com/lazyr/lazyr/soccr"
 )
@@ -337,40 +337,9 @@ func (n *netDump) close() {
 	}
 }
 
-// inNetnsOf runs fn in the network namespace of pid: on the calling thread when it is in that namespace
-// already, else on a thread of its own that joins the namespace. That thread stays locked and exits with
-// its goroutine, so that no other goroutine ever runs in the wrong namespace.
-func inNetnsOf(pid int, fn func() error) error {
-	// Locked while comparing and running, so that fn runs on the thread that was compared (a caller may
-	// itself be a locked thread in another namespace than the rest of the process).
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var self, target unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
-		return fmt.Errorf("network namespace of lazyr: %w", err)
-	}
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &target); err != nil {
-		return fmt.Errorf("network namespace of %d: %w", pid, err)
-	}
-	if self.Dev == target.Dev && self.Ino == target.Ino {
-		return fn()
-	}
-	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("network namespace of %d: %w", pid, err)
-	}
-	defer unix.Close(ns)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: see above
-		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter the network namespace of %d: %w", pid, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// inNetnsOf runs fn in the network namespace of pid (sys.InNamespaceOf: a thread of its own that goes
+// back to lazyr's namespace afterwards, so the main thread is never left in the tree's).
+func inNetnsOf(pid int, fn func() error) error { return sys.InNamespaceOf(pid, "net", fn) }
 
 // giveBackNetwork is giveBack on a failure path, where the dump's own error is what gets returned.
 func giveBackNetwork(n *netDump, log *zap.Logger) {

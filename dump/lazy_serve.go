@@ -33,11 +33,7 @@ func serveLazy(ctx context.Context, procs []*proc, opts Options, log *zap.Logger
 			}
 		}
 	}
-	var lazy uint64
-	for _, pid := range src.Pids() {
-		lazy += src.LazyPages(pid)
-	}
-	log.Debug("serving the frozen tree's memory", zap.Int("processes", len(src.Pids())), zap.Uint64("lazy_pages", lazy))
+	log.Debug("serving the frozen tree's memory", zap.Int("processes", len(src.Pids())))
 	start := time.Now()
 	err := opts.ServeLazy(ctx, src)
 	if err == nil {

@@ -28,6 +28,13 @@ type LazySource struct {
 	mu    sync.Mutex
 	procs map[int]*lazyProc // by image pid
 	order []int
+
+	// deferScan: lazy areas are recorded whole and narrowed after the freeze window (lazy_scan.go);
+	// scanned is closed when that is done, with scanErr set if it failed.
+	deferScan bool
+	scanned   chan struct{}
+	scanErr   error
+	prio      scanPriority
 }
 
 // Extent is a run of pages a LazySource holds: [Addr, Addr+NrPages*4096).
@@ -41,6 +48,8 @@ type lazyProc struct {
 	runs []lazyRun // sorted by address, not overlapping
 	lazy uint64    // pages left out of the images
 	mem  *os.File  // /proc/PID/mem, opened on the first read of an unreadable run
+	// narrowed: the lazy runs are exact (lazy_scan.go), or were never anything else.
+	narrowed bool
 }
 
 // lazyRun is a run of dumped pages of one process.
@@ -54,6 +63,13 @@ func (r lazyRun) end() uint64 { return r.addr + r.pages*images.PageSize }
 
 func newLazySource() *LazySource { return &LazySource{procs: map[int]*lazyProc{}} }
 
+// newDeferredLazySource is the source of a lazy dump that scans lazy areas after the freeze (lazy_scan.go).
+func newDeferredLazySource() *LazySource {
+	s := newLazySource()
+	s.deferScan = true
+	return s
+}
+
 // proc returns the record of the process lazyr sees as pid and the images as vpid, creating it. A nil
 // source (not a lazy dump) returns nil.
 func (s *LazySource) proc(pid, vpid int) *lazyProc {
@@ -64,7 +80,7 @@ func (s *LazySource) proc(pid, vpid int) *lazyProc {
 	defer s.mu.Unlock()
 	p := s.procs[vpid]
 	if p == nil {
-		p = &lazyProc{pid: pid}
+		p = &lazyProc{pid: pid, narrowed: !s.deferScan}
 		s.procs[vpid] = p
 		s.order = append(s.order, vpid)
 	}
@@ -97,8 +113,12 @@ func (s *LazySource) Pids() []int {
 	return append([]int(nil), s.order...)
 }
 
-// LazyPages is the number of pages of pid that are only here, not in the images.
+// LazyPages is the number of pages of pid that are only here, not in the images (0 if the scan of the
+// lazy areas failed).
 func (s *LazySource) LazyPages(pid int) uint64 {
+	if s.waitScan() != nil {
+		return 0
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p := s.procs[pid]; p != nil {
@@ -110,6 +130,9 @@ func (s *LazySource) LazyPages(pid int) uint64 {
 // Extents lists every dumped run of pid, sorted by address. An unknown pid is an error matching
 // ErrNoProcess and unix.ESRCH.
 func (s *LazySource) Extents(pid int) ([]Extent, error) {
+	if err := s.waitScan(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.procs[pid]
@@ -141,6 +164,17 @@ func (s *LazySource) ReadPages(pid int, addr uint64, dst []byte) error {
 		return fmt.Errorf("lazy source: pid %d: %w: %w", pid, ErrNoProcess, unix.ESRCH)
 	}
 	i := sort.Search(len(p.runs), func(i int) bool { return p.runs[i].end() > addr })
+	// Pages that are in the images too (the destination fetches them with the images) are known exactly
+	// from the start; lazy areas only once they are scanned (lazy_scan.go).
+	if p.touchesLazy(i, addr+uint64(len(dst))) {
+		s.mu.Unlock()
+		err := s.waitScan()
+		s.mu.Lock()
+		if err != nil {
+			return err
+		}
+		i = sort.Search(len(p.runs), func(i int) bool { return p.runs[i].end() > addr })
+	}
 	var segs [8]sys.Segment
 	plain := segs[:0]
 	plainOff := 0
@@ -201,8 +235,9 @@ func (p *lazyProc) readForced(addr uint64, dst []byte) error {
 	return nil
 }
 
-// Close releases the files the source opened.
+// Close releases the files the source opened, once the scan of the lazy areas has ended.
 func (s *LazySource) Close() error {
+	s.waitScan()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error

@@ -21,6 +21,22 @@ func sameNS(pid int, kind string) bool {
 	return a.Ino == b.Ino && a.Dev == b.Dev
 }
 
+// checkUTS refuses a tree spread over UTS namespaces: restore recreates one, the root's.
+func checkUTS(procs []*proc) error {
+	root := procs[0]
+	rootNS := nsID(root.pid, "uts")
+	for _, p := range procs[1:] {
+		if p.zombie {
+			continue // a zombie has no namespaces left
+		}
+		if ns := nsID(p.pid, "uts"); rootNS == nil || ns == nil || *ns != *rootNS {
+			return fmt.Errorf("process %d is in another UTS namespace than the root %d (a tree spread over UTS namespaces is not supported): %w",
+				p.pid, root.pid, ErrUnsupported)
+		}
+	}
+	return nil
+}
+
 // dumpUTS reads the host and domain name of the tree's own UTS namespace through an injected uname().
 // Preconditions: called from Tracer.Do; t has a gadget and a scratch area.
 func dumpUTS(t *compel.Task) (*utsns.UtsnsEntry, error) {

@@ -36,8 +36,9 @@ type Options struct {
 	// aborted, ctx cancelled) releases the tree, which runs on; Run then returns an ErrLazyAborted error.
 	ServeLazy func(ctx context.Context, src *LazySource) error
 
-	net  *netDump    // set by Run: the network lock and repaired sockets (fd_inet_lock.go)
-	lazy *LazySource // set by Run for a lazy dump (lazy_source.go)
+	net   *netDump    // set by Run: the network lock and repaired sockets (fd_inet_lock.go)
+	lazy  *LazySource // set by Run for a lazy dump (lazy_source.go)
+	early earlySmaps  // set by Run: the tree's smaps, read before the freeze (smaps.go)
 }
 
 // Stats are the numbers of one dump; they are also stored as CRIU's stats-dump image.

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/lazyr/lazyr/images"
-	"github.com/lazyr/lazyr/internal/procfs"
 	"github.com/lazyr/lazyr/internal/sys"
 )
 
@@ -20,17 +19,17 @@ type run struct {
 	flags uint32
 }
 
-// scanPages finds the pages to dump in every private area: present or swapped, and (for file mappings)
-// anonymous; the kernel's shared zero page is skipped, it reads as zero anyway.
-func scanPages(pid int, areas []*area, st *Stats) ([]run, error) {
-	pm, err := procfs.OpenPagemap(pid)
+// scanPages finds the pages to dump in every private area (pagescan.go). With deferLazy (a lazy dump)
+// lazy areas are not scanned here, in the freeze window, where the page-table walk would make the
+// downtime grow with memory: each becomes one run over the whole area, and the LazySource narrows it to
+// the pages that hold data once the images are written (lazy_scan.go).
+func scanPages(pid int, areas []*area, st *Stats, deferLazy bool) ([]run, error) {
+	sc, err := newPageScanner(pid)
 	if err != nil {
-		return nil, fmt.Errorf("open pagemap: %w", err)
+		return nil, err
 	}
-	defer pm.Close()
-	zeroPFN, _ := procfs.ZeroPFN()
+	defer sc.close()
 	var runs []run
-	var buf []uint64
 	for _, a := range areas {
 		if !a.dumpPages {
 			continue
@@ -41,40 +40,15 @@ func scanPages(pid int, areas []*area, st *Stats) ([]run, error) {
 		if a.lazy {
 			flags |= images.PELazy
 		}
-		const batch = 64 << 10 // pagemap entries per read: 256 MiB of address space
-		for off := uint64(0); off < n; off += batch {
-			cnt := n - off
-			if cnt > batch {
-				cnt = batch
-			}
-			if uint64(cap(buf)) < cnt {
-				buf = make([]uint64, cnt)
-			}
-			buf = buf[:cnt]
-			base := a.m.Start + off*images.PageSize
-			if err := pm.Read(base, buf); err != nil {
-				return nil, fmt.Errorf("read pagemap at %#x: %w", base, err)
-			}
-			for i, e := range buf {
-				dump := false
-				switch {
-				case e&procfs.PMSwapped != 0:
-					dump = true
-				case e&procfs.PMPresent != 0:
-					dump = e&procfs.PMFileShared == 0 && (zeroPFN == 0 || e&procfs.PMPFNMask != zeroPFN)
-				}
-				if !dump {
-					st.PagesSkipped++
-					continue
-				}
-				addr := base + uint64(i)*images.PageSize
-				if l := len(runs); l > 0 && runs[l-1].flags == flags && runs[l-1].addr+runs[l-1].pages*images.PageSize == addr {
-					runs[l-1].pages++
-				} else {
-					runs = append(runs, run{addr: addr, pages: 1, flags: flags})
-				}
-			}
+		if deferLazy && a.lazy {
+			runs = append(runs, run{addr: a.m.Start, pages: n, flags: flags})
+			continue
 		}
+		var found uint64
+		if runs, found, err = sc.scanArea(a.m.Start, a.m.End, flags, runs); err != nil {
+			return nil, err
+		}
+		st.PagesSkipped += n - found
 	}
 	return runs, nil
 }

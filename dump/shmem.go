@@ -78,6 +78,12 @@ func writeShmemObject(d *images.Dir, o *shmemObject, pagesID uint32) error {
 	if err != nil {
 		return err
 	}
+	return writeShmemData(d, o.shmid, pagesID, src, exts)
+}
+
+// writeShmemData writes pagemap-shmem-SHMID.img and its pages file from the data extents exts of src, in
+// byte offsets of the object; the pages file is left out when there is no data.
+func writeShmemData(d *images.Dir, shmid uint64, pagesID uint32, src io.ReaderAt, exts [][2]int64) error {
 	entries := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}}
 	if len(exts) > 0 {
 		tmp, err := os.CreateTemp(d.Path(), "."+images.PagesName(pagesID)+".tmp-*")
@@ -120,7 +126,7 @@ func writeShmemObject(d *images.Dir, o *shmemObject, pagesID uint32) error {
 		}
 		ok = true
 	}
-	return d.Write(images.PagemapShmemName(o.shmid), entries...)
+	return d.Write(images.PagemapShmemName(shmid), entries...)
 }
 
 // dataExtents lists the [start, end) byte ranges of f below limit that hold data, with SEEK_DATA and

@@ -132,6 +132,13 @@ func classify(pid int, maps []procfs.Mapping, files *fileTable, skip [2]uint64) 
 			status |= images.VMAAnonShared
 			e.Shmid = proto.Uint64(st.Ino)
 			files.addShmem(st.Ino, path, uint64(st.Size))
+		case isSysvShm(m):
+			// System V shared memory (ipc_shm.go): the segment is dumped with the IPC namespace.
+			if err := sysvArea(m, e, files); err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+			flags |= unix.MAP_ANONYMOUS
+			status |= images.VMAAnonShared | images.VMAAreaSysVIPC
 		case strings.HasPrefix(m.Path, "["):
 			return nil, fmt.Errorf("%s: special mapping: %w", where, ErrUnsupported)
 		default:
@@ -142,8 +149,6 @@ func classify(pid int, maps []procfs.Mapping, files *fileTable, skip [2]uint64) 
 			var id uint32
 			var err error
 			switch {
-			case strings.HasPrefix(m.Path, "/SYSV"):
-				return nil, fmt.Errorf("%s: System V shared memory: %w", where, ErrUnsupported)
 			case m.Deleted && strings.HasPrefix(m.Path, memfdPrefix):
 				st, path, serr := mappedFile(pid, m)
 				if serr != nil {

@@ -40,9 +40,10 @@ type result struct {
 }
 
 // createDir opens the image directory for writing. A stale inventory from an earlier dump is removed first:
-// the inventory marks a complete image set, and this one is not complete until write() ends.
-func createDir(path string) (*images.Dir, error) {
-	d, err := images.Create(path)
+// the inventory marks a complete image set, and this one is not complete until write() ends. Without
+// durable, images are not fsynced at all (see writeImages).
+func createDir(path string, durable bool) (*images.Dir, error) {
+	d, err := images.CreateWithOptions(path, images.Options{DeferSync: !durable})
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +151,13 @@ func (r *result) pstreeEntry() *pstree.PstreeEntry {
 
 // writeImages stores every image but the pages (already written), fsyncs them and the directory, and
 // writes the inventory last.
-func writeImages(d *images.Dir, results []*result, ft *fileTable, st *Stats, frozen time.Time) error {
+//
+// A lazy dump (a migration source) writes its images without any fsync (durable false): the fsyncs cost
+// milliseconds of downtime, and they would protect nothing. The dumped tree stays alive until the
+// destination confirms that it has everything (these images, fetched through the page server, and every
+// lazy page), and the lazy pages are never in the images: a crash of the source machine loses the
+// process whether its images were synced or not. An ordinary dump, which kills the tree, syncs first.
+func writeImages(d *images.Dir, results []*result, ft *fileTable, st *Stats, frozen time.Time, durable bool) error {
 	var all []image
 	var tree []proto.Message
 	for _, r := range results {
@@ -187,8 +194,10 @@ func writeImages(d *images.Dir, results []*result, ft *fileTable, st *Stats, fro
 	if err := d.Write(images.StatsDumpName, statsEntry(st)); err != nil {
 		return fmt.Errorf("write %s: %w", images.StatsDumpName, err)
 	}
-	if err := d.Sync(); err != nil {
-		return err
+	if durable {
+		if err := d.Sync(); err != nil {
+			return err
+		}
 	}
 	inv := &inventory.InventoryEntry{
 		ImgVersion:  proto.Uint32(imgVersion),
@@ -200,6 +209,9 @@ func writeImages(d *images.Dir, results []*result, ft *fileTable, st *Stats, fro
 	}
 	if err := d.Write(images.InventoryName, inv); err != nil {
 		return fmt.Errorf("write %s: %w", images.InventoryName, err)
+	}
+	if !durable {
+		return nil
 	}
 	return d.Sync()
 }

@@ -135,6 +135,10 @@ func decodeImage(rd io.Reader, size int64, name string) (*Image, error) {
 			}
 			add(ce, countBytes(ce.GetLen()))
 		}
+	case layoutIPC:
+		if err := decodeIPC(r, m, add); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("%s: decoding %s images is not supported", name, m)
 	}

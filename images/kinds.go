@@ -71,7 +71,7 @@ const (
 	layoutPayload               // each entry followed by raw bytes, sized by payloadLen
 	layoutPagemap               // one PagemapHead, then PagemapEntry until EOF
 	layoutGhost                 // GhostFileEntry, then chunks or the raw file contents
-	layoutIPC                   // System V IPC contents with padding rules lazyr does not implement
+	layoutIPC                   // System V IPC objects, with CRIU's padding rules (ipc.go)
 	layoutRaw                   // no header, no entries (pages, ip(8) dumps)
 )
 

@@ -11,6 +11,7 @@ const (
 	VMAFileShared   = 1 << 7
 	VMAAnonShared   = 1 << 8
 	VMAAnonPrivate  = 1 << 9
+	VMAAreaSysVIPC  = 1 << 10 // a System V shared memory attach; VmaEntry.shmid is the segment id
 	VMAAreaVVAR     = 1 << 12
 	VMAAreaMemfd    = 1 << 14
 )

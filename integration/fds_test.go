@@ -399,7 +399,6 @@ func TestFdRefused(t *testing.T) {
 		want *regexp.Regexp
 	}{
 		{"extunix", []string{"extunix", sock}, regexp.MustCompile(`(?i)unix socket \d+ is connected to socket \d+ outside`)},
-		{"sysv", []string{"sysv"}, regexp.MustCompile(`System V shared memory`)},
 		{"pidfd", []string{"pidfd"}, regexp.MustCompile(`anon_inode:\[pidfd\]`)},
 	} {
 		t.Run(c.name, func(t *testing.T) {

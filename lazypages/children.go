@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lazyr/lazyr/internal/procfs"
+	"github.com/lazyr/lazyr/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,12 +178,9 @@ func hasUffdVMA(pid int) bool {
 	return false
 }
 
-// kcmpVM is KCMP_VM: do two tasks share an mm?
-const kcmpVM = 1
-
 func sameMM(pid1, pid2 int) bool {
-	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpVM, 0, 0, 0)
-	return errno == 0 && r == 0
+	same, err := sys.SameMM(pid1, pid2)
+	return err == nil && same
 }
 
 // pidOfPidfd returns the pid a pidfd refers to as this process sees it

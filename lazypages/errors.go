@@ -1,6 +1,10 @@
 package lazypages
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/lazyr/lazyr/images"
+)
 
 // Errors callers branch on; match with errors.Is.
 var (
@@ -13,9 +17,10 @@ var (
 	// daemon's text follows in the error message.
 	ErrRefused = errors.New("lazy-pages daemon refused")
 	// ErrNotInImage: a PageSource was asked for pages it does not hold.
-	// The daemon maps such pages to the zero page. Errors wrapping
-	// images.ErrNotInImage are treated the same.
-	ErrNotInImage = errors.New("pages not in image")
+	// The daemon maps such pages to the zero page. It is
+	// images.ErrNotInImage itself, so sources built on package images
+	// and others report it alike.
+	ErrNotInImage = images.ErrNotInImage
 	// ErrGuard: the guard process failed or went away; the daemon can no
 	// longer promise that processes die with it, so it kills them.
 	ErrGuard = errors.New("lazy-pages guard failed")

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/lazyr/lazyr/images"
 	"github.com/lazyr/lazyr/uffd"
 	"golang.org/x/sys/unix"
 )
@@ -18,7 +17,7 @@ type counters struct {
 }
 
 func isNotInImage(err error) bool {
-	return errors.Is(err, ErrNotInImage) || errors.Is(err, images.ErrNotInImage)
+	return errors.Is(err, ErrNotInImage)
 }
 
 // filler copies runs from a synchronous source into a process. Each

@@ -19,18 +19,25 @@ import (
 // returns, and a task with SIGKILL pending never returns to user space, so
 // once killTree returns the processes cannot run again even if their
 // userfaultfd is released and their faults would then read zero.
+//
+// Everything is stopped (SIGSTOP) before anything is killed: otherwise a
+// parent killed after its child could still wake from waitpid() and run
+// on for a moment, seeing the child die.
 func killTree(pidfds []int, pids []int) {
+	all := append([]int(nil), pidfds...)
 	var extra []int
 	for _, pid := range descendants(pids) {
 		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
 			extra = append(extra, fd)
 		}
 	}
-	for _, fd := range pidfds {
-		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	all = append(all, extra...)
+	for _, sig := range []unix.Signal{unix.SIGSTOP, unix.SIGKILL} {
+		for _, fd := range all {
+			unix.PidfdSendSignal(fd, sig, nil, 0)
+		}
 	}
 	for _, fd := range extra {
-		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 		unix.Close(fd)
 	}
 }

@@ -52,6 +52,21 @@ func (s *Server) send(c *conn, b []byte) {
 	s.pool.put(b)
 }
 
+// sendLent queues bytes the server does not own (a MappedSource's); they are written from where they
+// are (plain TCP) or encrypted into records at once (TLS).
+func (s *Server) sendLent(c *conn, b []byte) {
+	if c.out.bytes == 0 {
+		c.lastOut = time.Now()
+	}
+	if c.tls == nil {
+		c.out.pushLent(b)
+		return
+	}
+	if _, err := c.tls.Write(b); err != nil {
+		s.fail(c, fmt.Errorf("tls write: %w", err))
+	}
+}
+
 // sendMsg encodes m with id and flags and queues it.
 func (s *Server) sendMsg(c *conn, id uint32, flags uint16, m Message) {
 	s.send(c, AppendMessage(s.pool.get(4096)[:0], id, flags, m))
@@ -327,6 +342,9 @@ func (s *Server) servePages(c *conn, id uint32, m MsgGetPages) {
 		return
 	}
 	pid, nr := int(m.Pid), int(m.NrPages)
+	if ms, ok := s.opts.Source.(MappedSource); ok && s.serveMapped(c, id, m, ms) {
+		return
+	}
 	const meta = HeaderSize + pagesFixed
 	buf := s.pool.get(meta + runSize*nr + nr*s.pageSize)
 	status, runs, present := StatusOK, s.runs[:0], nr
@@ -353,6 +371,34 @@ func (s *Server) servePages(c *conn, id uint32, m MsgGetPages) {
 	s.stats.pages.Add(uint64(present))
 	s.stats.absent.Add(uint64(nr - present))
 	s.send(c, buf[:n])
+}
+
+// serveMapped answers a GetPages whose pages are all in a MappedSource with the mapped bytes
+// themselves. It reports false, having sent nothing, when some page is not there (or the source
+// fails): servePages then answers the usual way, with runs or the error.
+func (s *Server) serveMapped(c *conn, id uint32, m MsgGetPages, ms MappedSource) bool {
+	want := uint64(m.NrPages) * uint64(s.pageSize)
+	parts := s.lent[:0]
+	for got := uint64(0); got < want; {
+		b, err := ms.MappedPages(int(m.Pid), m.Addr+got, want-got)
+		if err != nil || len(b) == 0 || uint64(len(b)) > want-got {
+			s.lent = parts[:0]
+			return false
+		}
+		parts = append(parts, b)
+		got += uint64(len(b))
+	}
+	buf := s.pool.get(HeaderSize + pagesFixed)
+	b := appendPagesMeta(buf[HeaderSize:HeaderSize], m.Pid, m.NrPages, m.Addr, StatusOK, nil)
+	putHeader(buf, Header{Version: Version, Type: TypePages, Length: uint32(len(b)) + uint32(want), ID: id})
+	s.send(c, buf[:HeaderSize+len(b)])
+	for _, p := range parts {
+		s.sendLent(c, p)
+	}
+	clear(parts)
+	s.lent = parts[:0]
+	s.stats.pages.Add(uint64(m.NrPages))
+	return true
 }
 
 // readPresent reads the present runs of a range that is partly not in the

@@ -50,11 +50,17 @@ func (p *bufPool) put(b []byte) {
 
 // outq is a connection's queue of bytes waiting for the socket.
 type outq struct {
-	bufs  [][]byte // bufs[head][off:] is next
+	bufs  []outBuf // bufs[head].b[off:] is next
 	head  int
 	off   int
 	bytes int // bytes queued
 	iov   [][]byte
+}
+
+// outBuf is a queued buffer: the pool's, or lent (bytes of a MappedSource, read-only, not ours).
+type outBuf struct {
+	b    []byte
+	lent bool
 }
 
 // push queues b; the queue owns it until written, then returns it to the pool.
@@ -62,7 +68,17 @@ func (q *outq) push(b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	q.bufs = append(q.bufs, b)
+	q.bufs = append(q.bufs, outBuf{b: b})
+	q.bytes += len(b)
+}
+
+// pushLent queues bytes the queue does not own (a MappedSource's): written from where they are, never
+// written to, never pooled.
+func (q *outq) pushLent(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	q.bufs = append(q.bufs, outBuf{b: b, lent: true})
 	q.bytes += len(b)
 }
 
@@ -70,16 +86,16 @@ func (q *outq) push(b []byte) {
 // many small writes crypto/tls makes through loopConn).
 func (q *outq) appendCopy(pool *bufPool, b []byte) {
 	q.bytes += len(b)
-	if n := len(q.bufs); n > q.head {
-		t := q.bufs[n-1]
+	if n := len(q.bufs); n > q.head && !q.bufs[n-1].lent {
+		t := q.bufs[n-1].b
 		k := min(cap(t)-len(t), len(b))
-		q.bufs[n-1] = append(t, b[:k]...)
+		q.bufs[n-1].b = append(t, b[:k]...)
 		b = b[k:]
 	}
 	for len(b) > 0 {
 		t := pool.get(max(len(b), 64<<10))[:0]
 		k := min(cap(t), len(b))
-		q.bufs = append(q.bufs, append(t, b[:k]...))
+		q.bufs = append(q.bufs, outBuf{b: append(t, b[:k]...)})
 		b = b[k:]
 	}
 }
@@ -91,7 +107,7 @@ func (q *outq) flush(fd int, pool *bufPool) (int, error) {
 	for q.bytes > 0 {
 		q.iov = q.iov[:0]
 		for i := q.head; i < len(q.bufs) && len(q.iov) < 64; i++ {
-			b := q.bufs[i]
+			b := q.bufs[i].b
 			if i == q.head {
 				b = b[q.off:]
 			}
@@ -118,14 +134,16 @@ func (q *outq) flush(fd int, pool *bufPool) (int, error) {
 func (q *outq) consume(n int, pool *bufPool) {
 	q.bytes -= n
 	for n > 0 {
-		rest := len(q.bufs[q.head]) - q.off
+		rest := len(q.bufs[q.head].b) - q.off
 		if n < rest {
 			q.off += n
 			return
 		}
 		n -= rest
-		pool.put(q.bufs[q.head])
-		q.bufs[q.head] = nil
+		if !q.bufs[q.head].lent {
+			pool.put(q.bufs[q.head].b)
+		}
+		q.bufs[q.head] = outBuf{}
 		q.head++
 		q.off = 0
 	}
@@ -137,7 +155,9 @@ func (q *outq) consume(n int, pool *bufPool) {
 // release returns every queued buffer to the pool.
 func (q *outq) release(pool *bufPool) {
 	for _, b := range q.bufs[q.head:] {
-		pool.put(b)
+		if !b.lent {
+			pool.put(b.b)
+		}
 	}
 	*q = outq{}
 }

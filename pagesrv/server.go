@@ -125,6 +125,7 @@ type Server struct {
 	pool        bufPool
 	extents     map[int][]Extent
 	runs        []Run
+	lent        [][]byte // scratch of serveMapped
 	doneSeen    bool
 	shut        bool // Serve is closing every connection: no more OnClose
 	acceptPause time.Time

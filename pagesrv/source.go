@@ -29,6 +29,18 @@ type Source interface {
 	Extents(pid int) ([]Extent, error)
 }
 
+// MappedSource is a Source whose pages are in memory already (image files it maps). The server then
+// queues those bytes themselves for the socket, with no read into a reply buffer first: every page is
+// copied once (into the socket) instead of twice, which is most of a page server's work.
+type MappedSource interface {
+	Source
+	// MappedPages returns the bytes of pid's pages from addr on: at least one page, at most n bytes
+	// (whole pages), fewer where they continue elsewhere. They stay valid, and must not be written,
+	// until the source is closed. A first page the source lacks is reported as ReadPages does
+	// (ErrNotInImage).
+	MappedPages(pid int, addr uint64, n uint64) ([]byte, error)
+}
+
 // normalizeExtents returns a sorted copy of ext with empty extents dropped
 // and touching or overlapping extents merged. It rejects extents that wrap
 // the address space.

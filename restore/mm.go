@@ -68,6 +68,8 @@ type addressSpace struct {
 	// shm: shared memory objects already created by a process restored earlier, by object key, as a
 	// path the task can open to map the same object (its creator's /proc/PID/map_files entry).
 	shm map[string]string
+	// sysv: the tree's System V segments, created before any task is built (ipc_shm.go).
+	sysv *ipcRestore
 }
 
 // setupRestorer maps the restorer area where neither the task's current mappings nor any of avoid lie

@@ -27,6 +27,9 @@ type treePlan struct {
 	// one, with the same pids inside it.
 	newPidNS bool
 	uts      *utsns.UtsnsEntry // the tree's own UTS namespace, if it had one
+	// ipc: the tree's IPC namespace (its own, or the System V segments it attached in lazyr's); nil when
+	// there is nothing to restore of it (ipc_ns.go).
+	ipc *ipcRestore
 	// remoteMemory: some pages are marked lazy but are not in the pages files (a post-copy migration
 	// source, dump --lazy-pages, kept them to serve): only a lazy restore fed by a page server has them.
 	remoteMemory bool
@@ -138,10 +141,15 @@ func load(path string) (*treePlan, error) {
 		return nil, bad("the root process %d is a zombie", root.pid)
 	}
 	tp.newPidNS = root.pid == 1
-	if ids := root.core.GetIds(); tp.newPidNS && ids != nil && d.Exists(images.UtsnsName(ids.GetUtsNsId())) {
+	// A utsns image exists only for a tree with a UTS namespace of its own (with or without its own PID
+	// namespace): it is restored into a fresh one.
+	if ids := root.core.GetIds(); ids != nil && d.Exists(images.UtsnsName(ids.GetUtsNsId())) {
 		if tp.uts, err = images.ReadOne[utsns.UtsnsEntry](d, images.UtsnsName(ids.GetUtsNsId())); err != nil {
 			return nil, wrapImg(images.UtsnsName(ids.GetUtsNsId()), err)
 		}
+	}
+	if tp.ipc, err = loadIPC(d, root, tp.procs); err != nil {
+		return nil, err
 	}
 	return tp, nil
 }

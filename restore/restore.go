@@ -85,6 +85,7 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 		res.Stats.ForkingTime = time.Since(start)
 		if err := r.build(ctx, &res.Stats); err != nil {
 			r.killAll()
+			r.tp.ipc.undo()
 			return err
 		}
 		return nil
@@ -141,9 +142,12 @@ func (r *treeRestore) create() error {
 	flags := uint64(unix.CLONE_PARENT)
 	if r.tp.newPidNS {
 		flags |= unix.CLONE_NEWPID
-		if r.tp.uts != nil {
-			flags |= unix.CLONE_NEWUTS
-		}
+	}
+	if r.tp.uts != nil {
+		flags |= unix.CLONE_NEWUTS
+	}
+	if r.tp.ipc.newNamespace() {
+		flags |= unix.CLONE_NEWIPC
 	}
 	t, err := stub.CloneWithPid(tr.pid, flags)
 	if err != nil {
@@ -215,6 +219,11 @@ func (r *treeRestore) build(ctx context.Context, st *Stats) error {
 	r.spaces = map[int]*addressSpace{}
 	r.shared = newSharedFiles()
 	r.shm = map[string]string{}
+	// IPC hook (ipc_ns.go): the namespace's sysctls and System V objects are there before any task is
+	// built; the segments are marked IPC_RMID again once every task has attached them.
+	if err := r.tp.ipc.prepare(r.tasks[r.tp.procs[0].pid].Pid, r.tp.procs[0].dir); err != nil {
+		return err
+	}
 	// Zombies first: they only have to die with their exit code. Children before parents would not
 	// matter: a zombie's parent is stopped and does not reap it.
 	for _, p := range r.tp.procs {
@@ -234,6 +243,9 @@ func (r *treeRestore) build(ctx context.Context, st *Stats) error {
 		}
 	}
 	if err := r.shared.closeStrays(); err != nil {
+		return err
+	}
+	if err := r.tp.ipc.finish(); err != nil {
 		return err
 	}
 	if r.lazy != nil {
@@ -263,7 +275,7 @@ func (r *treeRestore) build(ctx context.Context, st *Stats) error {
 func (r *treeRestore) buildProc(ctx context.Context, p *plan, isRoot bool, st *Stats) error {
 	t := r.tasks[p.pid]
 	opts, log := r.opts, r.log
-	as := &addressSpace{t: t, p: p, restorer: r.restorer, shm: r.shm}
+	as := &addressSpace{t: t, p: p, restorer: r.restorer, shm: r.shm, sysv: r.tp.ipc}
 	r.spaces[p.pid] = as
 	if !isRoot {
 		if err := as.clearStub(); err != nil { // the parent's mappings and fds at fork time
@@ -463,7 +475,7 @@ func makeZombie(t *compel.Task, p *plan) error {
 		_, err = t.SyscallRaw(unix.SYS_KILL, nil, uint64(p.pid), uint64(sig))
 		if err == nil {
 			// The signal is delivered on the way back to user space; let it go.
-			_ = unix.PtraceCont(t.Pid, int(sig))
+			_ = t.ContinueWithSignal(unix.Signal(sig))
 			err = t.Reap()
 		}
 	} else {

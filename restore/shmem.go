@@ -199,9 +199,12 @@ func setupMemfd(t *compel.Task, d *images.Dir, fd uint64, inode *memfd.MemfdInod
 func (as *addressSpace) mapShared(hasPages func(v *vma.VmaEntry) bool) (map[uint64]bool, error) {
 	special := map[uint64]bool{}
 	var anon = map[uint64][]*vma.VmaEntry{} // anonymous shared memory, by object
+	var sysv []*vma.VmaEntry                // System V attaches (VMA_ANON_SHARED too, in CRIU's images)
 	for _, v := range as.p.vmas {
 		st := v.GetStatus()
 		switch {
+		case st&images.VMAAreaSysVIPC != 0:
+			sysv = append(sysv, v)
 		case st&images.VMAAnonShared != 0:
 			anon[v.GetShmid()] = append(anon[v.GetShmid()], v)
 		case st&images.VMAAreaMemfd != 0 && st&(images.VMAFileShared|images.VMAFilePrivate) != 0:
@@ -225,6 +228,11 @@ func (as *addressSpace) mapShared(hasPages func(v *vma.VmaEntry) bool) (map[uint
 	if len(special) == 0 {
 		return special, nil
 	}
+	// System V attaches first: an attach maps its whole segment before the parts the task had unmapped
+	// go again, which must not meet the other mappings.
+	if err := as.attachSysv(sysv); err != nil {
+		return nil, err
+	}
 	if as.shared == nil {
 		s, err := loadShared(as.p.dir)
 		if err != nil {
@@ -244,7 +252,7 @@ func (as *addressSpace) mapShared(hasPages func(v *vma.VmaEntry) bool) (map[uint
 	}
 	for _, v := range as.p.vmas {
 		st := v.GetStatus()
-		if !special[v.GetStart()] || st&images.VMAAnonShared != 0 {
+		if !special[v.GetStart()] || st&(images.VMAAnonShared|images.VMAAreaSysVIPC) != 0 {
 			continue
 		}
 		fd, err := as.sharedFileFd(v)

@@ -150,7 +150,10 @@ func dialRetry(ctx context.Context, f *pageServerFlags, tlsConf *tls.Config) (*p
 		case <-ctx.Done():
 			return nil, err
 		}
-		backoff = min(2*backoff, 20*time.Millisecond)
+		// A short cap: a source that starts listening just before it freezes its process (a small one
+		// is frozen and served within milliseconds) must not wait for the next knock, that is downtime.
+		// A refused connect on a LAN costs a round trip and nothing else.
+		backoff = min(2*backoff, 5*time.Millisecond)
 	}
 }
 

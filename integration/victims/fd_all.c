@@ -19,6 +19,7 @@ int main(int argc, char **argv)
 	event_setup();
 	inotify_setup(dir);
 	shm_setup();
+	sysv_setup();
 	ghost_setup(dir);
 	pty_setup();
 	locks_setup(dir);
@@ -29,6 +30,7 @@ int main(int argc, char **argv)
 		event_check(n);
 		inotify_check(n);
 		shm_check(n);
+		sysv_check(n);
 		ghost_check(n);
 		pty_check(n);
 		say("tick %lu", n);

@@ -19,6 +19,9 @@
  *   shm     a sealed memfd, mapped shared and read through its fd at a set
  *           position; MAP_SHARED anonymous memory split in three VMAs by
  *           mprotect, with data and holes                   (contents, seals)
+ *   sysv    a System V shared memory segment with data and holes, marked
+ *           IPC_RMID while attached (so nothing outlives the victim)
+ *                                                   (contents, id, mark)
  *   ghost   a deleted 8 MiB sparse file (4 KiB of data every 8 KiB), and a
  *           deleted file only a mapping holds              (data, holes)
  *   pty     a pty pair with set termios and window size    (index, modes)
@@ -40,6 +43,7 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -513,6 +517,48 @@ __attribute__((unused)) static void shm_check(unsigned long n)
 			fail("shared anonymous page %lu holds %#x want %#x", p, sh.anon[p * FPAGE], want);
 	}
 	(*sh.tick)++;
+}
+
+/* ----------------------------------------------------------------- sysv */
+
+#define SYSV_PAGES 8
+
+static struct {
+	int id;
+	unsigned char *seg;    /* SYSV_PAGES pages: the tick counter, data on odd pages, holes */
+} sv;
+
+__attribute__((unused)) static void sysv_setup(void)
+{
+	sv.id = shmget(IPC_PRIVATE, SYSV_PAGES * FPAGE, IPC_CREAT | 0600);
+	if (sv.id < 0)
+		fail("shmget: %s", strerror(errno));
+	sv.seg = shmat(sv.id, NULL, 0);
+	if (sv.seg == (void *)-1)
+		fail("shmat: %s", strerror(errno));
+	if (shmctl(sv.id, IPC_RMID, NULL) < 0)
+		fail("shmctl(IPC_RMID): %s", strerror(errno));
+	for (unsigned long p = 1; p < SYSV_PAGES; p += 2)
+		memset(sv.seg + p * FPAGE, (int)(0x30 + p), FPAGE);
+	say("ready sysv id=%d seg=%p", sv.id, (void *)sv.seg);
+}
+
+__attribute__((unused)) static void sysv_check(unsigned long n)
+{
+	volatile unsigned long *tick = (volatile unsigned long *)sv.seg;
+	struct shmid_ds ds;
+
+	if (*tick != n)
+		fail("sysv counter %lu want %lu", *tick, n);
+	for (unsigned long p = 1; p < SYSV_PAGES; p++) {
+		unsigned char want = p % 2 ? (unsigned char)(0x30 + p) : 0;
+
+		if (sv.seg[p * FPAGE] != want || sv.seg[p * FPAGE + FPAGE - 1] != want)
+			fail("sysv page %lu holds %#x want %#x", p, sv.seg[p * FPAGE], want);
+	}
+	if (shmctl(sv.id, IPC_STAT, &ds) < 0 || !(ds.shm_perm.mode & SHM_DEST))
+		fail("sysv segment %d: %s, mode %#o, want it marked IPC_RMID", sv.id, strerror(errno), (unsigned)ds.shm_perm.mode);
+	(*tick)++;
 }
 
 /* ---------------------------------------------------------------- ghost */

@@ -4,7 +4,6 @@
  *
  * usage: fd_refused extunix PATH   a stream socket connected to PATH, a
  *                                  listener outside the process
- *        fd_refused sysv           System V shared memory, attached
  *        fd_refused pidfd          a pidfd (not supported yet)
  *
  * Output:  refused kind=<kind> fd=<fd or -1> pid=<pid>
@@ -12,8 +11,6 @@
  */
 #include "victim.h"
 
-#include <sys/ipc.h>
-#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -30,23 +27,12 @@ int main(int argc, char **argv)
 		fd = socket(AF_UNIX, SOCK_STREAM, 0);
 		if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 			fail("connect %s: %s", argv[2], strerror(errno));
-	} else if (strcmp(kind, "sysv") == 0) {
-		int id = shmget(IPC_PRIVATE, 65536, IPC_CREAT | 0600);
-		char *p;
-
-		if (id < 0)
-			fail("shmget: %s", strerror(errno));
-		p = shmat(id, NULL, 0);
-		if (p == (void *)-1)
-			fail("shmat: %s", strerror(errno));
-		shmctl(id, IPC_RMID, NULL); /* gone with the last detach */
-		p[0] = 1;
 	} else if (strcmp(kind, "pidfd") == 0) {
 		fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 		if (fd < 0)
 			fail("pidfd_open: %s", strerror(errno));
 	} else {
-		say("usage: fd_refused extunix PATH | sysv | pidfd");
+		say("usage: fd_refused extunix PATH | pidfd");
 		return 2;
 	}
 	say("refused kind=%s fd=%d pid=%d", kind, fd, getpid());

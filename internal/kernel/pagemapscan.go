@@ -7,6 +7,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Page categories of PAGEMAP_SCAN (linux/fs.h PAGE_IS_*).
+const (
+	PageIsWritten = 1 << 1
+	PageIsFile    = 1 << 2 // mapped, and not an anonymous page (page cache, shmem)
+	PageIsPresent = 1 << 3
+	PageIsSwapped = 1 << 4
+	PageIsPFNZero = 1 << 5 // the shared zero page (or huge zero page)
+	PageIsHuge    = 1 << 6
+	PageIsGuard   = 1 << 8 // a guard region (MADV_GUARD_INSTALL), Linux 6.14+
+)
+
+// PagemapQuery selects pages for PagemapScan: a page is selected when every category in Mask has the
+// wanted value (set, or clear where Inverted has the bit) and, if AnyOf is not zero, at least one
+// category of AnyOf matches (Inverted applies there too). Return is the categories regions report.
+type PagemapQuery struct {
+	Start, End                    uint64
+	Inverted, Mask, AnyOf, Return uint64
+}
+
+// PageRegion is a run of selected pages, [Start, End), and its categories (masked by the query's Return).
+type PageRegion struct {
+	Start, End, Categories uint64
+}
+
 // ProbePagemapScan runs the PAGEMAP_SCAN ioctl (Linux 6.7+) on
 // /proc/self/pagemap over four fresh pages of which the middle two were
 // written, asking for present pages, and checks that exactly those two come
