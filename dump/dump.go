@@ -173,7 +173,7 @@ func dumpTree(ctx context.Context, procs []*proc, opts Options, st *Stats, log *
 			results = append(results, &result{proc: p})
 			continue
 		}
-		r, err := collect(ctx, p, dir, ft, uint32(i+1), opts, st)
+		r, err := collect(ctx, p, dir, ft, uint32(i+1), opts, st, log)
 		if err != nil {
 			return fmt.Errorf("process %d: %w", p.pid, err)
 		}
@@ -189,7 +189,7 @@ func dumpTree(ctx context.Context, procs []*proc, opts Options, st *Stats, log *
 
 // collect gathers one live process's state: threads, kernel state, mappings and memory.
 // Preconditions: called from Tracer.Do; p is frozen.
-func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id uint32, opts Options, st *Stats) (*result, error) {
+func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id uint32, opts Options, st *Stats, log *zap.Logger) (*result, error) {
 	leader := p.threads[0]
 	if err := leader.FindGadget(); err != nil {
 		return nil, err
@@ -239,10 +239,12 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 	if err != nil {
 		return nil, err
 	}
-	maps, _, err := opts.early.mappings(p.pid)
+	mapsStart := time.Now()
+	maps, reused, err := opts.early.mappings(p.pid)
 	if err != nil {
 		return nil, err
 	}
+	log.Debug("mappings read", zap.Int("pid", p.pid), zap.Int("mappings", len(maps)), zap.Bool("early_vmflags", reused), zap.Duration("elapsed", time.Since(mapsStart)))
 	if r.areas, err = classify(p.pid, maps, ft, r.inj.scratchMapped); err != nil {
 		return nil, err
 	}

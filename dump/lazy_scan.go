@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lazyr/lazyr/images"
+	"github.com/lazyr/lazyr/internal/procfs"
 )
 
 // A lazy dump's downtime is the freeze window, and everything in it that grows with memory makes the
@@ -26,6 +28,8 @@ import (
 // seen in the window. The images' pagemap keeps the superset: PE_LAZY entries say "served by the page
 // server", and the server lists the exact pages (a page outside them reads as zero, as it must: the
 // scan found nothing there). Stats.PagesLazy counts the superset too.
+//
+// An area that smaps showed wholly resident needs no scan at all (whollyResident): it is served whole.
 //
 // The scan is work for one processor, and while it runs the destination is starting up: with both on
 // one machine (a loopback migration) they compete, and the destination's start is the downtime. So the
@@ -117,23 +121,33 @@ func (sp *scanPriority) end() {
 	sp.lowered = false
 }
 
-// touchesLazy reports whether runs[i:] has a lazy run below end while the scan of lazy areas may still
-// be under way (their runs may be whole areas yet). Preconditions: s.mu held.
+// touchesLazy reports whether runs[i:] has a run below end that is a whole area waiting for the scan.
+// Preconditions: s.mu held.
 func (p *lazyProc) touchesLazy(i int, end uint64) bool {
 	if p.narrowed {
 		return false
 	}
 	for ; i < len(p.runs) && p.runs[i].addr < end; i++ {
-		if p.runs[i].lazy {
+		if p.runs[i].whole {
 			return true
 		}
 	}
 	return false
 }
 
-// narrow returns p's runs with every lazy run replaced by the runs of it that hold data, and the number
-// of lazy pages left. It reads p's page tables, not p.runs's owner: call it without s.mu.
+// whollyResident reports whether every page of m held data when smaps was read (before the freeze,
+// or in it: smaps.go). Such an area needs no scan: its pages with data can only have become fewer
+// since (an madvise(MADV_DONTNEED) in between), and a page that left reads as zero in the frozen
+// process, which is what the destination then gets. Such an area is served whole, with no page-table
+// walk in or after the window.
+func whollyResident(m procfs.Mapping) bool { return m.Rss > 0 && m.Rss == m.Size() }
+
+// narrow returns p's runs with every whole-area run replaced by the runs of it that hold data, and the
+// number of lazy pages then. It reads p.runs without s.mu (nothing changes them until the scan is done).
 func (p *lazyProc) narrow() ([]lazyRun, uint64, error) {
+	if !slices.ContainsFunc(p.runs, func(r lazyRun) bool { return r.whole }) {
+		return p.runs, p.lazy, nil
+	}
 	sc, err := newPageScanner(p.pid)
 	if err != nil {
 		return nil, 0, err
@@ -143,8 +157,11 @@ func (p *lazyProc) narrow() ([]lazyRun, uint64, error) {
 	var lazy uint64
 	var found []run
 	for _, r := range p.runs {
-		if !r.lazy {
+		if !r.whole {
 			out = append(out, r)
+			if r.lazy {
+				lazy += r.pages
+			}
 			continue
 		}
 		if found, _, err = sc.scanArea(r.addr, r.end(), images.PELazy, found[:0]); err != nil {

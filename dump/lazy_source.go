@@ -48,7 +48,7 @@ type lazyProc struct {
 	runs []lazyRun // sorted by address, not overlapping
 	lazy uint64    // pages left out of the images
 	mem  *os.File  // /proc/PID/mem, opened on the first read of an unreadable run
-	// narrowed: the lazy runs are exact (lazy_scan.go), or were never anything else.
+	// narrowed: no run is a whole area waiting for the scan (lazy_scan.go) any more, or none ever was.
 	narrowed bool
 }
 
@@ -57,6 +57,7 @@ type lazyRun struct {
 	addr, pages uint64
 	lazy        bool // not in the images: PE_LAZY without data
 	forced      bool // in an area without read permission
+	whole       bool // a whole lazy area, not scanned yet (lazy_scan.go)
 }
 
 func (r lazyRun) end() uint64 { return r.addr + r.pages*images.PageSize }
@@ -92,7 +93,7 @@ func (s *LazySource) proc(pid, vpid int) *lazyProc {
 func (p *lazyProc) add(r run, lazy, forced bool) {
 	if n := len(p.runs); n > 0 {
 		last := &p.runs[n-1]
-		if last.end() == r.addr && last.lazy == lazy && last.forced == forced {
+		if last.end() == r.addr && last.lazy == lazy && last.forced == forced && last.whole == r.whole {
 			last.pages += r.pages
 			if lazy {
 				p.lazy += r.pages
@@ -100,7 +101,7 @@ func (p *lazyProc) add(r run, lazy, forced bool) {
 			return
 		}
 	}
-	p.runs = append(p.runs, lazyRun{addr: r.addr, pages: r.pages, lazy: lazy, forced: forced})
+	p.runs = append(p.runs, lazyRun{addr: r.addr, pages: r.pages, lazy: lazy, forced: forced, whole: r.whole})
 	if lazy {
 		p.lazy += r.pages
 	}

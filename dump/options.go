@@ -50,7 +50,9 @@ type Stats struct {
 	PagesScanned uint64        `json:"pages_scanned"`
 	PagesSkipped uint64        `json:"pages_skipped"` // not present, or the zero page
 	PagesWritten uint64        `json:"pages_written"`
-	PagesLazy    uint64        `json:"pages_lazy"` // written pages that a lazy restore may fill on demand
+	// PagesLazy: written pages that a lazy restore may fill on demand; for a migration source (ServeLazy),
+	// every page of its lazy areas, which are scanned only after the freeze (lazy_scan.go).
+	PagesLazy uint64 `json:"pages_lazy"`
 }
 
 // Errors callers branch on. Returned errors wrap them together with the details.

@@ -17,12 +17,14 @@ type run struct {
 	addr  uint64
 	pages uint64
 	flags uint32
+	// whole: a lazy area recorded whole, whose pages with data are found after the freeze (lazy_scan.go).
+	whole bool
 }
 
 // scanPages finds the pages to dump in every private area (pagescan.go). With deferLazy (a lazy dump)
 // lazy areas are not scanned here, in the freeze window, where the page-table walk would make the
-// downtime grow with memory: each becomes one run over the whole area, and the LazySource narrows it to
-// the pages that hold data once the images are written (lazy_scan.go).
+// downtime grow with memory: each becomes one run over the whole area, which the LazySource narrows to
+// the pages that hold data after the window, unless smaps showed the area wholly resident (lazy_scan.go).
 func scanPages(pid int, areas []*area, st *Stats, deferLazy bool) ([]run, error) {
 	sc, err := newPageScanner(pid)
 	if err != nil {
@@ -41,7 +43,7 @@ func scanPages(pid int, areas []*area, st *Stats, deferLazy bool) ([]run, error)
 			flags |= images.PELazy
 		}
 		if deferLazy && a.lazy {
-			runs = append(runs, run{addr: a.m.Start, pages: n, flags: flags})
+			runs = append(runs, run{addr: a.m.Start, pages: n, flags: flags, whole: !whollyResident(a.m)})
 			continue
 		}
 		var found uint64

@@ -68,9 +68,10 @@ func (e earlySmaps) mappings(pid int) (maps []procfs.Mapping, reused bool, err e
 		maps, err = procfs.Smaps(pid)
 		return maps, false, err
 	}
-	// Rss and Anon stay zero: they are stale by now, and the dump does not use them.
+	// Rss is what it was before the freeze: a lazy dump uses it to see areas that were wholly resident
+	// then (lazy_scan.go). Anon stays zero, the dump does not use it.
 	for i := range maps {
-		maps[i].VmFlags = early[i].VmFlags
+		maps[i].VmFlags, maps[i].Rss = early[i].VmFlags, early[i].Rss
 	}
 	return maps, true, nil
 }

@@ -95,10 +95,8 @@ func TestDumpRefusesNestedPidNamespace(t *testing.T) {
 	v := testutil.StartVictim(t, "/bin/sh", "-c", "unshare -pf "+counter+" 1 & wait")
 	unshare := childOf(t, v.Pid)
 	inner := childOf(t, unshare)
-	t.Cleanup(func() { // the victim's cleanup kills only the shell
-		syscall.Kill(inner, syscall.SIGKILL)
-		syscall.Kill(unshare, syscall.SIGKILL)
-	})
+	testutil.KillAtCleanup(t, inner) // the victim's cleanup kills only the shell
+	testutil.KillAtCleanup(t, unshare)
 	v.WaitOutput(lineRe(`^tick 1\b`), outputTimeout)
 	_, stderr, code := testutil.Lazyr(t, "dump", "-t", strconv.Itoa(v.Pid), "-D", t.TempDir())
 	requireFailure(t, "dump of a tree with a nested PID namespace", stderr, code, regexp.MustCompile(`(?i)PID namespace`))

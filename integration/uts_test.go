@@ -5,7 +5,6 @@ import (
 	"os"
 	"regexp"
 	"strconv"
-	"syscall"
 	"testing"
 
 	"github.com/lazyr/lazyr/internal/testutil"
@@ -56,7 +55,7 @@ func TestDumpRefusesSplitUTSNamespace(t *testing.T) {
 	counter := testutil.BuildVictim(t, "counter")
 	v := testutil.StartVictim(t, "/bin/sh", "-c", "unshare -u "+counter+" 1 & wait")
 	child := childOf(t, v.Pid)
-	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) }) // the victim's cleanup kills only the shell
+	testutil.KillAtCleanup(t, child) // the victim's cleanup kills only the shell
 	v.WaitOutput(lineRe(`^tick 1\b`), outputTimeout)
 	_, stderr, code := testutil.Lazyr(t, "dump", "-t", strconv.Itoa(v.Pid), "-D", t.TempDir())
 	requireFailure(t, "dump of a tree spread over UTS namespaces", stderr, code,

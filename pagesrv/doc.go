@@ -28,7 +28,9 @@
 // The server runs one goroutine around epoll (golang.org/x/sys/unix) over
 // non-blocking sockets, edge-triggered: accept, read requests, call the
 // Source, queue replies and flush them with writev, per connection as a
-// small state machine with bounded input and output buffers. A client that
+// small state machine with bounded input and output buffers. A MappedSource
+// (the image source maps its pages files) has its bytes queued where they
+// are: the page cache is copied once, into the socket. A client that
 // pipelines more than it reads is throttled by not reading its requests
 // until its replies drain; a budget per turn keeps one busy client from
 // starving the others. This is the design the project asks for (no thread
