@@ -3,6 +3,8 @@ package compel
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -209,6 +211,42 @@ func (t *Task) Kill() error {
 		}
 		// A stop reported before the kill took effect: let it go on to die.
 		_ = unix.PtraceCont(t.Pid, 0)
+	}
+}
+
+// ReapAll collects the ptrace exit notification of every task of a killed set, in whatever order the
+// tasks end. A fixed order can wait forever: the last thread of a PID namespace's init to exit waits in
+// the kernel (zap_pid_ns_processes) until every other task of the namespace is released, and a traced
+// thread that has exited is released only once its tracer has collected it; a thread group leader is
+// reported only once its other threads are gone. (Seen with a multi-threaded Go program migrated as its
+// namespace's init.)
+// Preconditions: called from Tracer.Do; every task was sent SIGKILL.
+func ReapAll(tasks []*Task) {
+	left := slices.Clone(tasks)
+	for len(left) > 0 {
+		progress := false
+		for i := 0; i < len(left); {
+			tid := left[i].Pid
+			var ws unix.WaitStatus
+			got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil || (got == tid && (ws.Exited() || ws.Signaled())):
+				// Gone (ECHILD: reaped, or no longer ours).
+				left = slices.Delete(left, i, i+1)
+				progress = true
+				continue
+			case got == tid:
+				// A stop on the way out: let it go on dying.
+				_ = unix.PtraceCont(tid, 0)
+				progress = true
+			}
+			i++
+		}
+		if !progress {
+			time.Sleep(100 * time.Microsecond)
+		}
 	}
 }
 

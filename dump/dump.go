@@ -17,6 +17,7 @@ import (
 	"github.com/lazyr/lazyr/compel"
 	"github.com/lazyr/lazyr/images"
 	"github.com/lazyr/lazyr/internal/procfs"
+	"github.com/lazyr/lazyr/internal/sys"
 )
 
 // Run dumps the process opts.Pid into opts.ImagesDir. tr is the tracer whose thread does all ptrace work.
@@ -141,7 +142,7 @@ func dumpTree(ctx context.Context, procs []*proc, opts Options, st *Stats, log *
 	if err := prepareIPC(procs, ft); err != nil {
 		return err
 	}
-	if err := checkUTS(procs); err != nil {
+	if _, err := requireRootNamespace(procs, "uts", "UTS"); err != nil {
 		return err
 	}
 	fds := map[int][]*fdinfo.FdinfoEntry{}
@@ -210,11 +211,17 @@ func collect(ctx context.Context, p *proc, dir *images.Dir, ft *fileTable, id ui
 		if r.signals, err = pendingSignals(leader.Pid, true); err != nil {
 			return err
 		}
-		// The root (id 1) carries the tree's UTS namespace, if it has one of its own (checkUTS: every
+		// The root (id 1) carries the tree's UTS namespace, if it has one of its own (dumpTree: every
 		// process of the tree is in it).
-		if id == 1 && !sameNS(p.pid, "uts") {
-			if r.uts, err = dumpUTS(leader); err != nil {
+		if id == 1 {
+			same, err := sys.SameNamespace(p.pid, "uts")
+			if err != nil {
 				return err
+			}
+			if !same {
+				if r.uts, err = dumpUTS(leader); err != nil {
+					return err
+				}
 			}
 		}
 		for _, t := range p.threads {

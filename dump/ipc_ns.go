@@ -25,21 +25,11 @@ import (
 // Preconditions: called from Tracer.Do.
 func prepareIPC(procs []*proc, ft *fileTable) error {
 	root := procs[0]
-	rootNS := nsID(root.pid, "ipc")
-	if rootNS == nil {
-		return fmt.Errorf("process %d: no IPC namespace in /proc/%d/ns", root.pid, root.pid)
+	rootNS, err := requireRootNamespace(procs, "ipc", "IPC")
+	if err != nil {
+		return err
 	}
-	for _, p := range procs[1:] {
-		if p.zombie {
-			continue // a zombie has no namespaces left
-		}
-		if ns := nsID(p.pid, "ipc"); ns == nil || *ns != *rootNS {
-			return fmt.Errorf("process %d is in another IPC namespace than the root %d (a tree spread over IPC namespaces is not supported): %w",
-				p.pid, root.pid, ErrUnsupported)
-		}
-	}
-	// Compared with the tracer thread's own namespace, which is lazyr's (the main thread's, that sameNS
-	// looks at, is only as long as nothing has left it elsewhere).
+	// Compared with the tracer thread's own namespace, which is lazyr's.
 	same, err := sys.SameNamespace(root.pid, "ipc")
 	if err != nil {
 		return fmt.Errorf("process %d: %w", root.pid, err)
@@ -48,11 +38,11 @@ func prepareIPC(procs []*proc, ft *fileTable) error {
 	ft.addRawImage(func(d *images.Dir) error {
 		err := sys.InNamespaceOf(root.pid, "ipc", func() error {
 			if own {
-				if err := dumpIPCNS(d, *rootNS); err != nil {
+				if err := dumpIPCNS(d, rootNS); err != nil {
 					return err
 				}
 			}
-			return dumpShm(d, ft, *rootNS, own)
+			return dumpShm(d, ft, rootNS, own)
 		})
 		if err != nil {
 			return fmt.Errorf("IPC namespace of %d: %w", root.pid, err)

@@ -3,7 +3,6 @@ package dump
 import (
 	"bytes"
 	"fmt"
-	"os"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/utsns"
 	"golang.org/x/sys/unix"
@@ -12,29 +11,25 @@ import (
 	"github.com/lazyr/lazyr/compel"
 )
 
-// sameNS reports whether pid is in lazyr's own namespace of the given kind.
-func sameNS(pid int, kind string) bool {
-	var a, b unix.Stat_t
-	if unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), &a) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", os.Getpid(), kind), &b) != nil {
-		return true
-	}
-	return a.Ino == b.Ino && a.Dev == b.Dev
-}
-
-// checkUTS refuses a tree spread over UTS namespaces: restore recreates one, the root's.
-func checkUTS(procs []*proc) error {
+// requireRootNamespace refuses a tree whose live processes are not all in the root's namespace of the
+// given kind ("ipc", "uts"; label names it in the message): restore recreates one namespace, the root's.
+// It returns the root's namespace id.
+func requireRootNamespace(procs []*proc, kind, label string) (uint32, error) {
 	root := procs[0]
-	rootNS := nsID(root.pid, "uts")
+	rootNS := nsID(root.pid, kind)
+	if rootNS == nil {
+		return 0, fmt.Errorf("process %d: no %s namespace in /proc/%d/ns", root.pid, label, root.pid)
+	}
 	for _, p := range procs[1:] {
 		if p.zombie {
 			continue // a zombie has no namespaces left
 		}
-		if ns := nsID(p.pid, "uts"); rootNS == nil || ns == nil || *ns != *rootNS {
-			return fmt.Errorf("process %d is in another UTS namespace than the root %d (a tree spread over UTS namespaces is not supported): %w",
-				p.pid, root.pid, ErrUnsupported)
+		if ns := nsID(p.pid, kind); ns == nil || *ns != *rootNS {
+			return 0, fmt.Errorf("process %d is in another %s namespace than the root %d (a tree spread over %s namespaces is not supported): %w",
+				p.pid, label, root.pid, label, ErrUnsupported)
 		}
 	}
-	return nil
+	return *rootNS, nil
 }
 
 // dumpUTS reads the host and domain name of the tree's own UTS namespace through an injected uname().

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"slices"
 	"sort"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -187,43 +185,7 @@ func killTree(procs []*proc) error {
 		if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && first == nil && !errors.Is(err, unix.ESRCH) {
 			first = fmt.Errorf("kill %d: %w", p.pid, err)
 		}
-		reapThreads(p.threads)
+		compel.ReapAll(p.threads)
 	}
 	return first
-}
-
-// reapThreads collects the ptrace exit notification of every thread of a killed process, in whatever
-// order the threads end. A fixed order can wait forever: the last thread of a PID namespace's init to
-// exit waits in the kernel (zap_pid_ns_processes) until every other task of the namespace is released,
-// and a traced thread that has exited is released only once its tracer, lazyr, has collected it. Waiting
-// for that last thread before the others (seen with a multi-threaded Go program migrated as its
-// namespace's init) deadlocks. The group leader is reported last anyway, once the others are gone.
-// Preconditions: called from Tracer.Do; the process was sent SIGKILL.
-func reapThreads(threads []*compel.Task) {
-	left := slices.Clone(threads)
-	for len(left) > 0 {
-		progress := false
-		for i := 0; i < len(left); {
-			tid := left[i].Pid
-			var ws unix.WaitStatus
-			got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err != nil || (got == tid && (ws.Exited() || ws.Signaled())):
-				// Gone (ECHILD: reaped, or no longer ours).
-				left = slices.Delete(left, i, i+1)
-				progress = true
-				continue
-			case got == tid:
-				// A stop on the way out: let it go on dying.
-				_ = unix.PtraceCont(tid, 0)
-				progress = true
-			}
-			i++
-		}
-		if !progress {
-			time.Sleep(100 * time.Microsecond)
-		}
-	}
 }

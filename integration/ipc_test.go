@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	ipc_shm "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-shm"
@@ -251,7 +250,7 @@ func TestDumpRefusesSplitIPCNamespace(t *testing.T) {
 	counter := testutil.BuildVictim(t, "counter")
 	v := testutil.StartVictim(t, "/bin/sh", "-c", "unshare -i "+counter+" 1 & wait")
 	inner := childOf(t, v.Pid)
-	t.Cleanup(func() { syscall.Kill(inner, syscall.SIGKILL) }) // the victim's cleanup kills only the shell
+	testutil.KillAtCleanup(t, inner) // the victim's cleanup kills only the shell
 	v.WaitOutput(lineRe(`^tick 1\b`), outputTimeout)
 	_, stderr, code := testutil.Lazyr(t, "dump", "-t", strconv.Itoa(v.Pid), "-D", t.TempDir())
 	requireFailure(t, "dump of a tree spread over IPC namespaces", stderr, code,

@@ -2,8 +2,6 @@ package restore
 
 import (
 	"errors"
-	"os"
-	"runtime"
 	"testing"
 
 	ipc_desc "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-desc"
@@ -13,37 +11,8 @@ import (
 
 	"github.com/lazyr/lazyr/images"
 	"github.com/lazyr/lazyr/internal/sys"
+	"github.com/lazyr/lazyr/internal/testutil"
 )
-
-// inPrivateIPCNS runs f on a locked thread in a fresh IPC namespace, and puts the thread back.
-func inPrivateIPCNS(t *testing.T, f func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (unshare CLONE_NEWIPC)")
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/ipc", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
-			t.Errorf("unshare(CLONE_NEWIPC): %v", err)
-			return
-		}
-		defer func() {
-			if err := unix.Setns(orig, unix.CLONE_NEWIPC); err == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
-		f()
-	}()
-	<-done
-}
 
 func segEntry(id, key uint32, size uint64, mode uint32) images.IpcShm {
 	u := proto.Uint32
@@ -57,7 +26,7 @@ func segEntry(id, key uint32, size uint64, mode uint32) images.IpcShm {
 // holes, the last page is cut at the segment's end) and, marked IPC_RMID at dump, queued to be marked
 // again; one that is there with its key and size is kept as it is; an id another segment has is refused.
 func TestPrepareSegment(t *testing.T) {
-	inPrivateIPCNS(t, func() {
+	testutil.InPrivateIPCNS(t, func() {
 		d, err := images.Create(t.TempDir())
 		if err != nil {
 			t.Error(err)

@@ -30,9 +30,6 @@ type treePlan struct {
 	// ipc: the tree's IPC namespace (its own, or the System V segments it attached in lazyr's); nil when
 	// there is nothing to restore of it (ipc_ns.go).
 	ipc *ipcRestore
-	// remoteMemory: some pages are marked lazy but are not in the pages files (a post-copy migration
-	// source, dump --lazy-pages, kept them to serve): only a lazy restore fed by a page server has them.
-	remoteMemory bool
 }
 
 // plan is one process of the image set (the file table and pipe data are shared by all).
@@ -47,12 +44,10 @@ type plan struct {
 	mm      *mm.MmEntry
 	vmas    []*vma.VmaEntry // sorted by start
 	pagemap *images.Pagemap
-	// remoteMemory: see treePlan.remoteMemory.
-	remoteMemory bool
-	fds          []*fdinfo.FdinfoEntry
-	fs           *fsimg.FsEntry
-	files        map[uint32]*fdinfo.FileEntry // shared by the whole tree
-	pipes        map[uint32][]byte            // shared by the whole tree
+	fds     []*fdinfo.FdinfoEntry
+	fs      *fsimg.FsEntry
+	files   map[uint32]*fdinfo.FileEntry // shared by the whole tree
+	pipes   map[uint32][]byte            // shared by the whole tree
 }
 
 // CRIU's task states (core.tc.task_state).
@@ -134,7 +129,6 @@ func load(path string) (*treePlan, error) {
 		}
 		tp.procs = append(tp.procs, p)
 		tp.byPid[p.pid] = p
-		tp.remoteMemory = tp.remoteMemory || p.remoteMemory
 	}
 	root := tp.procs[0]
 	if root.zombie {
@@ -152,6 +146,23 @@ func load(path string) (*treePlan, error) {
 		return nil, err
 	}
 	return tp, nil
+}
+
+// remoteMemory reports whether some pages are marked lazy but are not in the pages files (a post-copy
+// migration source, dump --lazy-pages, kept them to serve): only a lazy restore fed by a page server has
+// them.
+func (tp *treePlan) remoteMemory() bool {
+	for _, p := range tp.procs {
+		if p.pagemap == nil {
+			continue // a zombie
+		}
+		for _, e := range p.pagemap.Extents {
+			if e.Flags&images.PELazy != 0 && !e.Present() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func wrapImg(name string, err error) error {
@@ -209,9 +220,6 @@ func (p *plan) load() error {
 		return wrapImg(images.PagemapName(p.pid), err)
 	}
 	for _, e := range p.pagemap.Extents {
-		if e.Flags&images.PELazy != 0 && !e.Present() {
-			p.remoteMemory = true
-		}
 		// An extent may run over several adjacent mappings; every page must be in one.
 		for addr := e.Vaddr; addr < e.End(); {
 			v := p.vmaAt(addr)

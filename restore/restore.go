@@ -33,7 +33,7 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 		return nil, err
 	}
 	log.Debug("images read", zap.Duration("elapsed", time.Since(start)), zap.Int("processes", len(tp.procs)))
-	if tp.remoteMemory && !opts.LazyPages {
+	if !opts.LazyPages && tp.remoteMemory() {
 		// An eager restore would leave those pages zero: a process running on wrong memory.
 		return nil, fmt.Errorf("%w: the images come from a post-copy migration source (dump --lazy-pages) and hold "+
 			"no copy of its memory; restore with --lazy-pages and a 'lazyr lazy-pages --page-server' daemon", ErrUnsupported)
@@ -489,19 +489,17 @@ func makeZombie(t *compel.Task, p *plan) error {
 
 // killAll kills every task created so far (PTRACE_O_EXITKILL would do it when lazyr exits, too).
 func (r *treeRestore) killAll() {
-	for _, ts := range r.threads {
-		for _, t := range ts {
-			_ = unix.Kill(t.Pid, unix.SIGKILL)
-		}
-	}
+	var all []*compel.Task
 	for _, t := range r.tasks {
-		_ = t.Kill()
+		all = append(all, t)
 	}
 	for _, ts := range r.threads {
-		for _, t := range ts {
-			_ = t.Reap()
-		}
+		all = append(all, ts...)
 	}
+	for _, t := range all {
+		_ = unix.Kill(t.Pid, unix.SIGKILL)
+	}
+	compel.ReapAll(all)
 }
 
 // Wait waits for a restored process (lazyr's child) to exit and returns its exit code, 128+signal for a

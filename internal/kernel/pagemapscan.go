@@ -34,8 +34,9 @@ type PageRegion struct {
 // ProbePagemapScan runs the PAGEMAP_SCAN ioctl (Linux 6.7+) on
 // /proc/self/pagemap over four fresh pages of which the middle two were
 // written, asking for present pages, and checks that exactly those two come
-// back as one region. Pre-dump dirty tracking on this kernel rests on it
-// (with UFFD_FEATURE_WP_ASYNC), since soft-dirty is not built in.
+// back as one region. The dump finds the pages to save with it (and would
+// track dirty pages with it and UFFD_FEATURE_WP_ASYNC, soft-dirty not
+// being built in here).
 func ProbePagemapScan() error {
 	ps := os.Getpagesize()
 	b, err := unix.Mmap(-1, 0, 4*ps, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
@@ -55,13 +56,16 @@ func ProbePagemapScan() error {
 		return fmt.Errorf("pagemap_scan: %w", err)
 	}
 	defer f.Close()
-	regions, err := pagemapScanPresent(int(f.Fd()), b)
+	start := sliceStart(b)
+	vec := make([]PageRegion, 4)
+	q := PagemapQuery{Start: start, End: start + uint64(len(b)), Mask: PageIsPresent, Return: PageIsPresent}
+	n, _, err := PagemapScan(int(f.Fd()), q, vec)
 	if err != nil {
 		return err
 	}
-	start := sliceStart(b)
-	if len(regions) != 1 || regions[0].start != start+uint64(ps) || regions[0].end != start+3*uint64(ps) ||
-		regions[0].categories != pageIsPresent {
+	regions := vec[:n]
+	if len(regions) != 1 || regions[0].Start != start+uint64(ps) || regions[0].End != start+3*uint64(ps) ||
+		regions[0].Categories != PageIsPresent {
 		return fmt.Errorf("pagemap_scan: want one present region [%#x, %#x), got %+v",
 			start+uint64(ps), start+3*uint64(ps), regions)
 	}

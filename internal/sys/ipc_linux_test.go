@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lazyr/lazyr/internal/testutil"
 )
 
 func TestIPCStructSizes(t *testing.T) {
@@ -21,40 +23,10 @@ func TestIPCStructSizes(t *testing.T) {
 	}
 }
 
-// inPrivateIPCNS runs f on a locked thread in a fresh IPC namespace, and puts the thread back.
-func inPrivateIPCNS(t *testing.T, f func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (unshare CLONE_NEWIPC)")
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/ipc", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
-			t.Errorf("unshare(CLONE_NEWIPC): %v", err)
-			return
-		}
-		defer func() {
-			if err := unix.Setns(orig, unix.CLONE_NEWIPC); err == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
-		f()
-	}()
-	<-done
-}
-
 // TestIPCObjects: message queues and semaphore sets through the raw calls, in a namespace of their own:
 // MSG_COPY leaves messages queued, the *_STAT-by-index walks find the objects.
 func TestIPCObjects(t *testing.T) {
-	inPrivateIPCNS(t, func() {
+	testutil.InPrivateIPCNS(t, func() {
 		if n, err := MsgMaxIndex(); err != nil || n != -1 && n != 0 {
 			t.Errorf("MsgMaxIndex of an empty namespace: %d, %v", n, err)
 		}
