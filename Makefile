@@ -7,8 +7,10 @@ GOFLAGS ?=
 
 all: build
 
+# Static (no cgo): without the dynamic loader and libc, lazyr starts about 2 ms sooner, which is a good part
+# of what `restore --lazy-pages -d` takes. Nothing in lazyr needs cgo.
 build:
-	$(GO) build $(GOFLAGS) -o $(BIN) ./cmd/lazyr
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS) -o $(BIN) ./cmd/lazyr
 
 # Installs what the project needs on a fresh Debian machine (gcc for victim programs, iproute2, ...).
 deps:

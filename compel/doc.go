@@ -13,4 +13,9 @@
 // single-stepped over that one instruction; rax then holds the result and the saved registers are put back.
 // orig_rax is set to -1 while doing so, so that the kernel's syscall-restart logic does not rewrite the
 // injected state of a task that was interrupted inside a system call.
+//
+// Each injected syscall or batch is a round trip: the tracer wakes the task, the task wakes the tracer.
+// Tracer.Pin keeps the tracer thread, and the tasks it creates, on one CPU while a restore runs, so that
+// those wake-ups are plain context switches rather than wake-ups of another (idle, virtual) CPU; Detach
+// gives a task the affinity it would have had otherwise.
 package compel

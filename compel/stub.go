@@ -81,7 +81,7 @@ func (tr *Tracer) StartStub() (*Task, error) {
 	}
 	pid := p.Pid
 	_ = p.Release()
-	t := &Task{Pid: pid, tr: tr}
+	t := &Task{Pid: pid, tr: tr, pinned: tr.pinned}
 	ws, err := t.waitStop()
 	if err != nil {
 		return nil, fmt.Errorf("stub did not stop at exec: %w", err)
@@ -150,7 +150,7 @@ func (t *Task) CloneWithPid(pid int, flags uint64) (*Task, error) {
 		return nil, fmt.Errorf("clone3 created pid %d, wanted %d", ret, pid)
 	}
 	c := &Task{Pid: child, tr: t.tr, gadget: t.gadget, scratch: t.scratch, scratchLen: t.scratchLen,
-		batchCode: t.batchCode, batchTable: t.batchTable, batchTableSize: t.batchTableSize}
+		batchCode: t.batchCode, batchTable: t.batchTable, batchTableSize: t.batchTableSize, pinned: t.pinned}
 	// An auto-attached child starts with a stop of its own (SIGSTOP or PTRACE_EVENT_STOP).
 	if _, err := c.waitStop(); err != nil {
 		return nil, fmt.Errorf("new task %d: %w", child, err)

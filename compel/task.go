@@ -31,6 +31,8 @@ type Task struct {
 	scratchLen uint64
 	// batch executor (see batch.go)
 	batchCode, batchTable, batchTableSize uint64
+	// pinned: created while the tracer was pinned, so bound to its CPU until Detach (pin.go).
+	pinned bool
 }
 
 // Options applied to every seized or auto-attached task: die with the tracer, report forks, and
@@ -92,15 +94,6 @@ func (t *Task) Release() error {
 		}
 	}
 	return t.Detach()
-}
-
-// adopt wraps an already traced and stopped task (a stub or an auto-attached child).
-func (tr *Tracer) adopt(pid int) (*Task, error) {
-	t := &Task{Pid: pid, tr: tr}
-	if err := t.refreshRegs(); err != nil {
-		return nil, err
-	}
-	return t, nil
 }
 
 func (t *Task) refreshRegs() error {
@@ -180,6 +173,9 @@ func (t *Task) Rseq() (sys.RseqConfig, error) {
 
 // Detach lets the task run on from the registers set last.
 func (t *Task) Detach() error {
+	if err := t.unpin(); err != nil {
+		return err
+	}
 	if err := unix.PtraceDetach(t.Pid); err != nil {
 		return fmt.Errorf("detach %d: %w", t.Pid, err)
 	}

@@ -15,6 +15,9 @@ var ErrWrongThread = errors.New("compel: ptrace call from a thread that is not t
 type Tracer struct {
 	reqs chan func()
 	tid  int
+	// pinned: the tracer thread is bound to one CPU (pin.go); unpinned is its affinity from before.
+	pinned   bool
+	unpinned unix.CPUSet
 }
 
 // NewTracer starts the tracer goroutine and locks it to its OS thread.
@@ -39,6 +42,13 @@ func (t *Tracer) Do(f func() error) error {
 	if unix.Gettid() == t.tid {
 		return f() // already on the tracer thread (nested call)
 	}
+	return <-t.Start(f)
+}
+
+// Start hands f to the tracer thread and returns once the thread has taken it, without waiting for f to
+// finish: f's error arrives on the returned channel. Requests made after Start returns run after f.
+// Preconditions: not called from the tracer thread (f would wait for the thread that waits for it).
+func (t *Tracer) Start(f func() error) <-chan error {
 	errc := make(chan error, 1)
 	t.reqs <- func() {
 		defer func() {
@@ -49,7 +59,7 @@ func (t *Tracer) Do(f func() error) error {
 		}()
 		errc <- f()
 	}
-	return <-errc
+	return errc
 }
 
 func (t *Tracer) check() error {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"golang.org/x/sys/unix"
 )
 
@@ -175,6 +176,19 @@ func (c *PageChain) ReadPages(pid int, addr uint64, dst []byte) error {
 		dst, addr = dst[n:], addr+n
 	}
 	return nil
+}
+
+// Preload reads the pagemaps of every process in the image directory's pstree (and what they need of the
+// parent chain) ahead of their first use, so that the first lookup of a process costs no image reading.
+// It is best-effort: a process whose pagemap cannot be read is left for its first use to report.
+func (c *PageChain) Preload() {
+	tree, err := Read[pstree.PstreeEntry](c.dir, PstreeName)
+	if err != nil {
+		return
+	}
+	for _, t := range tree {
+		_, _ = c.Runs(int(t.GetPid()))
+	}
 }
 
 // Runs lists pid's runs with data, here or in a parent image, sorted, touching runs merged.

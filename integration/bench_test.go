@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -222,6 +223,13 @@ func plainCopy(t *testing.T, src string) time.Duration {
 	return time.Since(start)
 }
 
+// median returns the middle value of an odd number of durations.
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
 func pagesFile(t *testing.T, dir string) string {
 	m, _ := filepath.Glob(filepath.Join(dir, "pages-*.img"))
 	if len(m) != 1 {
@@ -254,22 +262,30 @@ func TestBench(t *testing.T) {
 		pf := pagesFile(t, bd.dir)
 		label := fmt.Sprintf("%d MiB", mib)
 		floor := floorCopy(t, pf)
-		eagerRet, eagerSeq, _ := runRestore(t, lazyr, bd, false, true, "seq")
-		lazyRet, lazySeq, stOn := runRestore(t, lazyr, bd, true, true, "seq")
-		_, lazyRev, _ := runRestore(t, lazyr, bd, true, true, "rev")
-		_, eagerRev, _ := runRestore(t, lazyr, bd, false, true, "rev")
-		_, lazySeqOff, stOff := runRestore(t, lazyr, bd, true, false, "seq")
+		eagerRet1, eagerSeq, _ := runRestore(t, lazyr, bd, false, true, "seq")
+		lazyRet1, lazySeq, stOn := runRestore(t, lazyr, bd, true, true, "seq")
+		lazyRet2, lazyRev, _ := runRestore(t, lazyr, bd, true, true, "rev")
+		eagerRet2, eagerRev, _ := runRestore(t, lazyr, bd, false, true, "rev")
+		lazyRet3, lazySeqOff, stOff := runRestore(t, lazyr, bd, true, false, "seq")
+		// `restore -d` is a few milliseconds of process start, ptrace round trips and wake-ups, which a
+		// busy moment of this shared machine easily doubles: the lazy time is the median of the three lazy
+		// restores above (the reading order and prefetch play no part before it returns), and the eager
+		// time the better of two, which makes the ratio stricter, not looser.
+		lazyRets := []time.Duration{lazyRet1, lazyRet2, lazyRet3}
+		lazyRet := median(lazyRets)
+		eagerRet := min(eagerRet1, eagerRet2)
 
 		if mib == 1024 {
 			plain := plainCopy(t, pf)
 			tab.add("issue 2: plain copy 1 GiB (dd+fsync)", fmt.Sprintf("%s %s", ms(plain), gbps(bytes, plain)))
 			tab.check("issue 2: dump 1 GiB", fmt.Sprintf("%s %s", ms(bd.dump), gbps(bytes, bd.dump)), "<= 2.0x plain copy", bd.dump <= 2*plain)
-			tab.check("issue 2: eager restore 1 GiB (-d)", fmt.Sprintf("%s %s", ms(eagerRet), gbps(bytes, eagerRet)), "<= 2.0x plain copy", eagerRet <= 2*plain)
+			tab.check("issue 2: eager restore 1 GiB (-d)", fmt.Sprintf("%s %s", ms(eagerRet1), gbps(bytes, eagerRet1)), "<= 2.0x plain copy", eagerRet1 <= 2*plain)
 		}
 		tab.add("issue 3: "+label+" dump", ms(bd.dump))
 		tab.add("issue 3: "+label+" floor (UFFDIO_COPY 4 MiB)", fmt.Sprintf("%s %s", ms(floor), gbps(bytes, floor)))
-		tab.add("issue 3: "+label+" eager restore -d", ms(eagerRet))
-		tab.check("issue 3: "+label+" lazy restore -d", ms(lazyRet), "<= 25 ms", lazyRet <= 25*time.Millisecond)
+		tab.add("issue 3: "+label+" eager restore -d (best of 2)", ms(eagerRet))
+		tab.check("issue 3: "+label+" lazy restore -d (median)", ms(lazyRet), "<= 25 ms", lazyRet <= 25*time.Millisecond)
+		tab.add("issue 3: "+label+" lazy restore -d, all runs", fmt.Sprintf("%s %s %s", ms(lazyRets[0]), ms(lazyRets[1]), ms(lazyRets[2])))
 		if mib == 1024 {
 			tab.check("issue 3: 1 GiB lazy/eager restore -d", fmt.Sprintf("%.3f", lazyRet.Seconds()/eagerRet.Seconds()), "<= 0.05", lazyRet*20 <= eagerRet)
 		}

@@ -15,13 +15,16 @@ type imageSource struct {
 }
 
 // NewImageSource serves the pages of the processes dumped in imagesDir.
-// Pagemaps are read on first use, per process. The source is a
-// MappedSource.
+// The pagemaps of the processes in the directory's pstree are read here,
+// before the daemon says it is ready: a restore that registers a process
+// then waits for no image reading (others are read on first use). The
+// source is a MappedSource.
 func NewImageSource(imagesDir string) (PageSource, error) {
 	c, err := images.OpenPageChain(imagesDir)
 	if err != nil {
 		return nil, err
 	}
+	c.Preload()
 	return &imageSource{chain: c}, nil
 }
 

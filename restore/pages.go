@@ -18,6 +18,8 @@ const (
 	// smallFill: below this (a lazy restore's stack pages, say) setting up a userfaultfd costs more than
 	// it saves; the pages go in with process_vm_writev.
 	smallFill = 1 << 20
+	// offTracerFill: from this size on a mapping is filled off the tracer thread.
+	offTracerFill = 16 << 20
 )
 
 func fillSmall(t *compel.Task, p *plan, pages *images.Pages, skip func(images.Extent) bool) (uint64, error) {
@@ -122,6 +124,18 @@ func (f *filler) fill(v *vma.VmaEntry, addr uint64, data []byte) error {
 	if err := f.register(v); err != nil {
 		return err
 	}
+	if len(data) < offTracerFill {
+		return f.copy(addr, data)
+	}
+	// UFFDIO_COPY needs no ptrace: a big copy runs on a thread of its own, which the scheduler may move
+	// to an idle CPU, whereas the tracer thread may be pinned (compel.Tracer.Pin).
+	errc := make(chan error, 1)
+	go func() { errc <- f.copy(addr, data) }()
+	return <-errc
+}
+
+// copy fills data into the registered anonymous memory at addr.
+func (f *filler) copy(addr uint64, data []byte) error {
 	for len(data) > 0 {
 		n := min(len(data), fillChunk)
 		got, err := f.u.Copy(addr, data[:n], uffd.CopyModeDontWake)

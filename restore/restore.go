@@ -28,6 +28,8 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 		log = zap.NewNop()
 	}
 	start := time.Now()
+	early := startStub(tr, log)
+	defer early.discard()
 	tp, err := load(opts.ImagesDir)
 	if err != nil {
 		return nil, err
@@ -69,6 +71,8 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 	defer network.close()
 	res := &Result{Pid: root.pid}
 	err = tr.Do(func() error {
+		// Unpinned here, not by a request of its own later: see earlyStub.
+		defer tr.Unpin()
 		defer func() {
 			// The pid lazyr (outside a new PID namespace) sees the root as.
 			if t := res.task; t != nil {
@@ -76,7 +80,7 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 			}
 		}()
 		r := &treeRestore{tr: tr, tp: tp, opts: opts, lazy: lazy, log: log, tasks: map[int]*compel.Task{}}
-		err := r.create()
+		err := r.create(early)
 		res.task = r.tasks[root.pid]
 		if err != nil {
 			r.killAll()
@@ -132,9 +136,9 @@ type treeRestore struct {
 // create makes every process of the tree, each by its own parent so that parent links, sessions and
 // groups come out right: the stub clone3()s the root (CLONE_PARENT: lazyr is the parent), the root gets the
 // restorer area, and every other process is forked from its parent and inherits it.
-func (r *treeRestore) create() error {
+func (r *treeRestore) create(early *earlyStub) error {
 	tr := r.tp.procs[0]
-	stub, err := r.tr.StartStub()
+	stub, err := early.take()
 	if err != nil {
 		return err
 	}

@@ -72,6 +72,7 @@ func BuildLazyr(t testing.TB) string {
 		out := filepath.Join(dir, "lazyr")
 		cmd := exec.Command("go", "build", "-o", out, "./cmd/lazyr")
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as the Makefile builds it (static: starts sooner)
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build ./cmd/lazyr: %w\n%s", err, msg)
 			return
