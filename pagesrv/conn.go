@@ -342,7 +342,12 @@ func (s *Server) servePages(c *conn, id uint32, m MsgGetPages) {
 		return
 	}
 	pid, nr := int(m.Pid), int(m.NrPages)
-	if ms, ok := s.opts.Source.(MappedSource); ok && s.serveMapped(c, id, m, ms) {
+	// Mapped bytes go out only on plain TCP, where the kernel reads them (writev): a pages file truncated
+	// behind the server's back then fails the write. crypto/tls would read them in user space to encrypt
+	// them, and a page beyond the end of the file would kill the server with SIGBUS; TLS replies are read
+	// into a buffer first (pread reports a short file as an error), at the cost of one more copy next to
+	// the encryption's.
+	if ms, ok := s.opts.Source.(MappedSource); ok && c.tls == nil && s.serveMapped(c, id, m, ms) {
 		return
 	}
 	const meta = HeaderSize + pagesFixed

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -11,8 +13,8 @@ import (
 // mappings themselves (serveMapped), in one reply even when the pages come from the child image and
 // its parent; many such replies in flight, interleaved with replies the usual way (a partial range,
 // answered with runs from a pool buffer), all come back right, and the mapped bytes never reach the
-// buffer pool (a pool buffer handed out again would be written to). Over TLS the mapped bytes are
-// encrypted into records instead.
+// buffer pool (a pool buffer handed out again would be written to). Over TLS the pages are read into
+// buffers instead (see TestTruncatedImage).
 func TestMappedReplies(t *testing.T) {
 	t.Run("tcp", func(t *testing.T) { testMappedReplies(t, false) })
 	t.Run("tls", func(t *testing.T) { testMappedReplies(t, true) })
@@ -73,5 +75,52 @@ func testMappedReplies(t *testing.T, withTLS bool) {
 				}
 			}
 		}
+	}
+}
+
+// TestTruncatedImage: a pages file truncated while the server has it mapped costs the reads of the lost
+// pages an error (or, on plain TCP where the kernel reads the mapping, the connection), never the server
+// itself: nothing in the server reads a mapping in user space, where a page beyond the end of the file
+// is SIGBUS.
+func TestTruncatedImage(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		name := map[bool]string{false: "tcp", true: "tls"}[withTLS]
+		t.Run(name, func(t *testing.T) {
+			dir, want := writeImages(t)
+			src, err := NewImageSource(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.(io.Closer).Close()
+			opts, copts := ServerOptions{Source: src}, ClientOptions{}
+			if withTLS {
+				p := newPKI(t)
+				opts.TLS, copts.TLS = p.serverConfig(t), p.clientConfig(t, p.clientCert, p.clientKey)
+			}
+			ts := startServer(t, opts)
+			c := dialT(t, ts.port, copts)
+			// The child's pages are mapped by the first read; then its pages file loses them.
+			got := make([]byte, pg(1))
+			if err := c.ReadPages(10, base, got); err != nil || !bytes.Equal(got, want[base]) {
+				t.Fatalf("read before truncation: %v", err)
+			}
+			pages, _ := filepath.Glob(filepath.Join(dir, "pages-*.img"))
+			if len(pages) != 1 {
+				t.Fatalf("pages files in %s: %v", dir, pages)
+			}
+			if err := os.Truncate(pages[0], 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.ReadPages(10, base+pg(20), make([]byte, pg(2))); err == nil {
+				t.Fatal("read of truncated pages succeeded")
+			}
+			if !withTLS {
+				return // the failed writev may have cost the connection
+			}
+			// An error reply: the connection goes on, and the parent image is intact.
+			if err := c.ReadPages(10, base+pg(1), got); err != nil || !bytes.Equal(got, want[base+pg(1)]) {
+				t.Fatalf("read after the failed one: %v", err)
+			}
+		})
 	}
 }

@@ -59,7 +59,7 @@ start=$(date +%s%N)
 end=$(date +%s%N)
 echo "restore returned after $(( (end - start) / 1000000 )) ms; restored pid $(cat "$DEMO/restored.pid")"
 sleep 2
-echo "the program goes on where it stopped (tick $before onwards), with the same pid:"
+echo "the program goes on where it stopped, with the same pid (the last two ticks before the dump, then tick $before onwards):"
 grep '^tick' "$DEMO/counter.log" | sed -n "$((before - 1)),$((before + 3))p"
 if grep -q '^FAIL' "$DEMO/counter.log"; then
 	echo "demo: the restored program found its memory corrupted" >&2
