@@ -20,6 +20,17 @@ func TestMappedReplies(t *testing.T) {
 	t.Run("tls", func(t *testing.T) { testMappedReplies(t, true) })
 }
 
+// serveSource starts a server of src, over TLS or plain TCP, and returns a client connected to it.
+func serveSource(t *testing.T, src Source, withTLS bool) *Client {
+	opts, copts := ServerOptions{Source: src}, ClientOptions{}
+	if withTLS {
+		p := newPKI(t)
+		opts.TLS, copts.TLS = p.serverConfig(t), p.clientConfig(t, p.clientCert, p.clientKey)
+	}
+	ts := startServer(t, opts)
+	return dialT(t, ts.port, copts)
+}
+
 func testMappedReplies(t *testing.T, withTLS bool) {
 	dir, want := writeImages(t)
 	src, err := NewImageSource(dir)
@@ -30,13 +41,7 @@ func testMappedReplies(t *testing.T, withTLS bool) {
 	if _, ok := src.(MappedSource); !ok {
 		t.Fatal("the image source is not a MappedSource")
 	}
-	opts, copts := ServerOptions{Source: src}, ClientOptions{}
-	if withTLS {
-		p := newPKI(t)
-		opts.TLS, copts.TLS = p.serverConfig(t), p.clientConfig(t, p.clientCert, p.clientKey)
-	}
-	ts := startServer(t, opts)
-	c := dialT(t, ts.port, copts)
+	c := serveSource(t, src, withTLS)
 
 	type read struct{ first, n int }
 	reads := []read{
@@ -92,13 +97,7 @@ func TestTruncatedImage(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer src.(io.Closer).Close()
-			opts, copts := ServerOptions{Source: src}, ClientOptions{}
-			if withTLS {
-				p := newPKI(t)
-				opts.TLS, copts.TLS = p.serverConfig(t), p.clientConfig(t, p.clientCert, p.clientKey)
-			}
-			ts := startServer(t, opts)
-			c := dialT(t, ts.port, copts)
+			c := serveSource(t, src, withTLS)
 			// The child's pages are mapped by the first read; then its pages file loses them.
 			got := make([]byte, pg(1))
 			if err := c.ReadPages(10, base, got); err != nil || !bytes.Equal(got, want[base]) {
