@@ -113,15 +113,19 @@ func newDir(t testing.TB) *Dir {
 
 // sampleName returns a file name of kind k.
 func sampleName(k *kind) string {
+	suffix := ".img"
+	if k.bare {
+		suffix = ""
+	}
 	switch k.arg {
 	case 'u':
-		return k.prefix + "42.img"
+		return k.prefix + "42" + suffix
 	case 'x':
-		return k.prefix + "2a.img"
+		return k.prefix + "2a" + suffix
 	case 's':
-		return k.prefix + "dump.img"
+		return k.prefix + "dump" + suffix
 	}
-	return k.prefix + ".img"
+	return k.prefix + suffix
 }
 
 func readFile(t testing.TB, path string) []byte {

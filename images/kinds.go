@@ -82,7 +82,10 @@ type kind struct {
 	magic  string // name in go-criu's magic table ("" for raw images)
 	// service images (stats, irmap-cache) carry IMG_SERVICE instead of
 	// IMG_COMMON in front of their magic (CRIU's O_SERVICE flag).
-	service  bool
+	service bool
+	// bare: the file name has no ".img" (CRIU names its statistics stats-dump and stats-restore,
+	// criu/image-desc.c, and the tools that read them look for exactly those names).
+	bare     bool
 	layout   layout
 	newEntry func() proto.Message
 	// payloadLen returns how many raw bytes follow entry m (layoutPayload).
@@ -90,13 +93,17 @@ type kind struct {
 }
 
 func (k *kind) String() string {
+	suffix := ".img"
+	if k.bare {
+		suffix = ""
+	}
 	switch k.arg {
 	case 0:
-		return k.prefix + ".img"
+		return k.prefix + suffix
 	case 's':
-		return k.prefix + "%s.img"
+		return k.prefix + "%s" + suffix
 	}
-	return k.prefix + "%" + string(k.arg) + ".img"
+	return k.prefix + "%" + string(k.arg) + suffix
 }
 
 func newer[T any, PT interface {
@@ -114,7 +121,7 @@ func newer[T any, PT interface {
 // a magic name here; decoding by magic picks the first row.
 var kinds = []kind{
 	{prefix: "inventory", magic: "INVENTORY", newEntry: newer[inventory.InventoryEntry]()},
-	{prefix: "stats-", arg: 's', magic: "STATS", service: true, newEntry: newer[stats.StatsEntry]()},
+	{prefix: "stats-", arg: 's', magic: "STATS", service: true, bare: true, newEntry: newer[stats.StatsEntry]()},
 	{prefix: "irmap-cache", magic: "IRMAP_CACHE", service: true, newEntry: newer[fh.IrmapCacheEntry]()},
 	{prefix: "pstree", magic: "PSTREE", newEntry: newer[pstree.PstreeEntry]()},
 
@@ -239,7 +246,7 @@ func bpfmapDataLen(m proto.Message) (uint64, error) {
 	return uint64(e.GetKeysBytes()) + uint64(e.GetValuesBytes()), nil
 }
 
-// match reports whether file name base (without ".img") has this kind.
+// match reports whether file name base (without ".img", if it has one) has this kind.
 func (k *kind) match(base string) bool {
 	if k.arg == 0 {
 		return base == k.prefix
@@ -267,12 +274,10 @@ func (k *kind) match(base string) bool {
 
 // kindOf finds the kind of an image from its file name.
 func kindOf(name string) (*kind, error) {
-	base, ok := strings.CutSuffix(name, ".img")
-	if ok {
-		for i := range kinds {
-			if kinds[i].match(base) {
-				return &kinds[i], nil
-			}
+	base, suffixed := strings.CutSuffix(name, ".img")
+	for i := range kinds {
+		if kinds[i].bare != suffixed && kinds[i].match(base) {
+			return &kinds[i], nil
 		}
 	}
 	return nil, fmt.Errorf("unknown image name %q", name)

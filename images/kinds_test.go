@@ -1,6 +1,7 @@
 package images
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -18,8 +19,9 @@ func TestKindsTable(t *testing.T) {
 		if err != nil || got != k {
 			t.Errorf("kindOf(%q) = %v, %v; want %s", name, got, err, k)
 		}
+		base := strings.TrimSuffix(name, ".img")
 		for j := range kinds {
-			if j != i && kinds[j].match(name[:len(name)-4]) {
+			if j != i && kinds[j].bare == k.bare && kinds[j].match(base) {
 				t.Errorf("%q matches both %s and %s", name, k, &kinds[j])
 			}
 		}
@@ -76,8 +78,8 @@ func TestNames(t *testing.T) {
 		{PstreeName, "pstree.img", "PSTREE"},
 		{FilesName, "files.img", "FILES"},
 		{PipesDataName, "pipes-data.img", "PIPES_DATA"},
-		{StatsDumpName, "stats-dump.img", "STATS"},
-		{StatsRestoreName, "stats-restore.img", "STATS"},
+		{StatsDumpName, "stats-dump", "STATS"},
+		{StatsRestoreName, "stats-restore", "STATS"},
 		{UnixSkName, "unixsk.img", "UNIXSK"},
 		{InetSkName, "inetsk.img", "INETSK"},
 		{EventfdName, "eventfd.img", "EVENTFD_FILE"},

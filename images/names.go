@@ -92,8 +92,8 @@ const (
 	PstreeName       = "pstree.img"
 	FilesName        = "files.img"
 	PipesDataName    = "pipes-data.img"
-	StatsDumpName    = "stats-dump.img"
-	StatsRestoreName = "stats-restore.img"
+	StatsDumpName    = "stats-dump" // no ".img", as CRIU names them
+	StatsRestoreName = "stats-restore"
 
 	RegFilesName     = "reg-files.img"
 	ExtFilesName     = "ext-files.img"

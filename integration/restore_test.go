@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	criustats "github.com/checkpoint-restore/go-criu/v8/stats"
+
 	"github.com/lazyr/lazyr/internal/testutil"
 )
 
@@ -58,6 +60,7 @@ func TestCounterRestore(t *testing.T) {
 			testutil.Tail(before, 5), testutil.Tail(out, 10))
 	}
 	requireCounterOutput(t, v, out, last+6)
+	requireCriuStats(t, dir, 64<<20/4096)
 }
 
 // TestLeaveRunning: a dump with --leave-running lets the victim run on
@@ -308,5 +311,32 @@ func TestRestoreExitCode(t *testing.T) {
 	}
 	if err := testutil.WaitPidGone(v.Pid, goneTimeout); err != nil {
 		t.Error(err)
+	}
+}
+
+// requireCriuStats reads the dump's and the restore's statistics the way container tools do (go-criu's
+// stats package, behind podman's --print-stats): the dump wrote pages, the restore took time, forking
+// first, and filled at least minPages itself.
+func requireCriuStats(t *testing.T, dir string, minPages uint64) {
+	t.Helper()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ds, err := criustats.CriuGetDumpStats(d)
+	if err != nil {
+		t.Fatalf("dump statistics: %v", err)
+	}
+	if ds.GetPagesWritten() == 0 || ds.GetFrozenTime() == 0 {
+		t.Errorf("dump statistics: %d pages written, frozen %d µs", ds.GetPagesWritten(), ds.GetFrozenTime())
+	}
+	rs, err := criustats.CriuGetRestoreStats(d)
+	if err != nil {
+		t.Fatalf("restore statistics: %v", err)
+	}
+	if rs.GetRestoreTime() == 0 || rs.GetForkingTime() > rs.GetRestoreTime() || rs.GetPagesRestored() < minPages {
+		t.Errorf("restore statistics: forking %d µs, restore %d µs, %d pages restored (want at least %d)",
+			rs.GetForkingTime(), rs.GetRestoreTime(), rs.GetPagesRestored(), minPages)
 	}
 }

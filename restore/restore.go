@@ -98,6 +98,11 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 		return nil, err
 	}
 	res.Stats.RestoreTime = time.Since(start)
+	// The processes run already: a statistics image that cannot be written (a read-only image
+	// directory, say) is worth a warning, not a failed restore.
+	if err := writeStats(opts.ImagesDir, &res.Stats); err != nil {
+		log.Warn("restore statistics not written", zap.String("image", images.StatsRestoreName), zap.Error(err))
+	}
 	return res, nil
 }
 
