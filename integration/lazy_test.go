@@ -358,3 +358,35 @@ func TestLazyRestoreWithoutDaemon(t *testing.T) {
 	}
 	t.Logf("error: %s", strings.TrimSpace(stderr))
 }
+
+// TestLazyRestoreOtherDump: a lazy restore of one dump against a daemon that serves another (two dumps of
+// the same program: the same layout, other memory) is refused before any process is created, with a
+// message that says so; the daemon goes on and serves a restore of its own dump.
+func TestLazyRestoreOtherDump(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildVictim(t, "counter")
+	va := testutil.StartVictim(t, bin, "4")
+	vb := testutil.StartVictim(t, bin, "4")
+	va.WaitOutput(lineRe(`^tick 1\b`), outputTimeout)
+	vb.WaitOutput(lineRe(`^tick 1\b`), outputTimeout)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	dumpKill(t, va, dirA)
+	dumpKill(t, vb, dirB)
+	last := lastNumber(t, va.Output(), counterTickRe)
+
+	d := lzStartDaemon(t, dirA, lzDaemonOptions{})
+	_, stderr, code := testutil.Lazyr(t, "restore", "-D", dirB, "-W", d.work, "--lazy-pages", "-d")
+	if code == 0 {
+		testutil.KillAtCleanup(t, vb.Pid)
+		t.Fatalf("restore of dump B against the daemon of dump A succeeded")
+	}
+	if !strings.Contains(stderr, "another dump") || !strings.Contains(stderr, dirA) {
+		t.Errorf("error does not say the daemon serves another dump (%s):\n%s", dirA, stderr)
+	}
+	requireNoProcess(t, vb.Pid)
+	t.Logf("error: %s", strings.TrimSpace(stderr))
+
+	lzRestore(t, dirA, d, va.Pid)
+	waitRestored(t, va, lineRe(`^tick %d sum=[0-9a-f]{16} pid=%d$`, last+2, va.Pid))
+	requireCounterOutput(t, va, va.Output(), last+3)
+}

@@ -259,3 +259,34 @@ func TestRemoteImagesDir(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoteImagesOtherDump: a daemon given a hand-copied image directory of another dump than the one
+// its page server serves (the same program dumped twice: the same layout, other memory) refuses to
+// start, saying so, rather than restore processes on the wrong memory.
+func TestRemoteImagesOtherDump(t *testing.T) {
+	testutil.RequireRoot(t)
+	counter := testutil.BuildVictim(t, "counter")
+	va, vb := testutil.StartVictim(t, counter, "8"), testutil.StartVictim(t, counter, "8")
+	va.WaitOutput(lineRe(`^tick 1\b`), outputTimeout)
+	vb.WaitOutput(lineRe(`^tick 1\b`), outputTimeout)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	dumpKill(t, va, dirA)
+	dumpKill(t, vb, dirB)
+	port := freePort(t)
+	srv := startBg(t, nil, "page-server", "-D", dirA, "--address", "127.0.0.1", "--port", port)
+	dst, work := filepath.Join(t.TempDir(), "img"), t.TempDir()
+	if out, err := exec.Command("cp", "-a", dirB, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	_, stderr, code := testutil.Lazyr(t, "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", port,
+		"-D", dst, "-W", work, "--daemon")
+	if code == 0 {
+		t.Fatalf("lazy-pages started on the images of another dump than its page server's")
+	}
+	if !strings.Contains(stderr, "another dump") {
+		t.Errorf("error does not say the images are another dump:\n%s", stderr)
+	}
+	t.Logf("error: %s", strings.TrimSpace(stderr))
+	srv.signal(syscall.SIGTERM)
+	srv.requireExit(0, 10*time.Second)
+}

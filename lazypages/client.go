@@ -34,7 +34,12 @@ type Client struct {
 // Dial connects to the daemon serving workDir and checks that it speaks
 // this protocol version. When no daemon listens the error wraps
 // ErrNoDaemon.
-func Dial(workDir string) (*Client, error) {
+func Dial(workDir string) (*Client, error) { return DialImages(workDir, nil) }
+
+// DialImages is Dial for a restore of the dump imagesID identifies
+// (images.DumpID; nil: unknown): a daemon that serves another dump's memory
+// refuses the connection (ErrRefused), before any process is handed over.
+func DialImages(workDir string, imagesID []byte) (*Client, error) {
 	path := SocketPath(workDir)
 	if len(path) >= len(unix.RawSockaddrUnix{}.Path) {
 		return nil, fmt.Errorf("lazy-pages socket path %q is too long for a unix socket: %w", path, unix.ENAMETOOLONG)
@@ -57,7 +62,7 @@ func Dial(workDir string) (*Client, error) {
 		return nil, fmt.Errorf("connect to lazy-pages daemon at %s: %w", path, err)
 	}
 	c := &Client{fd: fd, buf: make([]byte, maxMsgSize), oob: oobSpace(), Timeout: DefaultTimeout}
-	if err := c.request(&message{Type: msgHello}); err != nil {
+	if err := c.request(&message{Type: msgHello, ImagesID: imagesID}); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("lazy-pages daemon at %s: %w", path, err)
 	}

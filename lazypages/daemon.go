@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lazyr/lazyr/images"
 	"github.com/lazyr/lazyr/uffd"
 	"golang.org/x/sys/unix"
 )
@@ -96,8 +97,9 @@ type daemon struct {
 	rr        int
 	unmatched []*process // forked children whose pid is not known yet
 	nextID    uint64
-	done      bool // a client sent Done
-	restoring bool // a client registered processes and has not sent Done
+	done      bool   // a client sent Done
+	restoring bool   // a client registered processes and has not sent Done
+	imagesID  []byte // images.DumpID of ImagesDir; nil when unknown
 	fatal     error
 	stopping  atomic.Bool // fatal, or finishing: workers stop
 
@@ -191,6 +193,11 @@ func newDaemon(opts Options) (*daemon, error) {
 		}
 	}()
 	var err error
+	// The dump this daemon serves, when its images are at hand (those of a remote source are fetched
+	// into ImagesDir first): a restore of another dump is refused at its hello.
+	if opts.ImagesDir != "" {
+		d.imagesID, _ = images.DumpID(opts.ImagesDir)
+	}
 	d.src = opts.Source
 	if d.src == nil {
 		if d.src, err = NewImageSource(opts.ImagesDir); err != nil {

@@ -11,8 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lazyr/lazyr/uffd"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lazyr/lazyr/images"
+	"github.com/lazyr/lazyr/uffd"
 )
 
 // allPages is a source extent covering the victim's region, minus nothing.
@@ -565,5 +569,37 @@ func TestProcessExitsEarly(t *testing.T) {
 	}
 	if r.stats.ProcessesGone != 1 || r.stats.PagesByFault != 0 || r.stats.AllPagesIn != 0 {
 		t.Errorf("stats %+v", *r.stats)
+	}
+}
+
+// TestDialOtherDump: a restore whose images are another dump than the daemon's is refused at its hello,
+// before it can hand over any process; the same dump (or one that does not say) is welcome.
+func TestDialOtherDump(t *testing.T) {
+	imgs := t.TempDir()
+	d, err := images.Create(imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(images.InventoryName, &inventory.InventoryEntry{ImgVersion: proto.Uint32(2), DumpUptime: proto.Uint64(1234)}); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	id, err := images.DumpID(imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	work, _ := startDaemon(t, Options{ImagesDir: imgs, Source: &patternSource{}, Prefetch: true})
+	other := append([]byte(nil), id...)
+	other[0] ^= 1
+	if _, err := DialImages(work, other); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "another dump") {
+		t.Errorf("dial with another dump's id: %v, want a refusal naming the other dump", err)
+	}
+	for _, ok := range [][]byte{id, nil} {
+		c, err := DialImages(work, ok)
+		if err != nil {
+			t.Errorf("dial with id %x: %v", ok, err)
+			continue
+		}
+		c.Close()
 	}
 }

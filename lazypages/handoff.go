@@ -1,6 +1,7 @@
 package lazypages
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -132,6 +133,11 @@ func (d *daemon) handle(c *conn, m *message, fds []int) error {
 	case msgHello:
 		if c.hello {
 			return fmt.Errorf("%w: second hello", errProto)
+		}
+		if len(m.ImagesID) > 0 && d.imagesID != nil && !bytes.Equal(m.ImagesID, d.imagesID) {
+			// The processes would run on another dump's memory.
+			return fmt.Errorf("this daemon serves the memory of another dump (%s): restore the images "+
+				"it was started with, or start a daemon for these", d.opts.ImagesDir)
 		}
 		c.hello = true
 		d.ack(c, nil)

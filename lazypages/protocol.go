@@ -19,7 +19,7 @@ import (
 // marker.
 const (
 	protoMagic   uint32 = 0x4750_5a4c // "LZPG" read as little-endian bytes
-	protoVersion uint16 = 1
+	protoVersion uint16 = 2           // 2: hello carries the images' dump id
 	headerSize          = 8
 
 	// maxRangesPerMsg keeps a message near 64 KiB, well under the socket
@@ -69,7 +69,12 @@ type message struct {
 	// Ack
 	Status uint32
 	Text   string
+	// Hello: the dump id of the client's images (images.DumpID), or empty
+	ImagesID []byte
 }
+
+// imagesIDSize is the length of a dump id (SHA-256).
+const imagesIDSize = 32
 
 var errProto = errors.New("lazypages: protocol error")
 
@@ -114,7 +119,12 @@ func encode(m *message) ([]byte, error) {
 		return nil
 	}
 	switch m.Type {
-	case msgHello, msgDone, msgGuardHello, msgGuardFinished:
+	case msgHello:
+		if n := len(m.ImagesID); n != 0 && n != imagesIDSize {
+			return nil, fmt.Errorf("%w: %d-byte dump id", errProto, n)
+		}
+		b = append(b, m.ImagesID...)
+	case msgDone, msgGuardHello, msgGuardFinished:
 	case msgAck:
 		text := m.Text
 		if len(text) > maxAckText {
@@ -186,7 +196,14 @@ func decode(b []byte) (*message, error) {
 		return nil
 	}
 	switch m.Type {
-	case msgHello, msgDone, msgGuardHello, msgGuardFinished:
+	case msgHello:
+		if len(body) != 0 {
+			if err := need(imagesIDSize); err != nil {
+				return nil, err
+			}
+			m.ImagesID = append([]byte(nil), body...)
+		}
+	case msgDone, msgGuardHello, msgGuardFinished:
 		if err := need(0); err != nil {
 			return nil, err
 		}

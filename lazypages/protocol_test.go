@@ -14,6 +14,7 @@ func TestProtocolRoundTrip(t *testing.T) {
 	}
 	msgs := []*message{
 		{Type: msgHello},
+		{Type: msgHello, ImagesID: make([]byte, imagesIDSize)},
 		{Type: msgDone},
 		{Type: msgGuardHello},
 		{Type: msgGuardFinished},
@@ -75,9 +76,16 @@ func TestProtocolRejects(t *testing.T) {
 			t.Errorf("%s: decode = %v, want protocol error", name, err)
 		}
 	}
-	ver := mutate(func(b []byte) []byte { le.PutUint16(b[4:], 2); return b })
+	ver := mutate(func(b []byte) []byte { le.PutUint16(b[4:], protoVersion-1); return b })
 	if _, err := decode(ver); !errors.Is(err, ErrVersion) {
-		t.Errorf("version 2: %v", err)
+		t.Errorf("version %d: %v", protoVersion-1, err)
+	}
+	hello, _ := encode(&message{Type: msgHello, ImagesID: make([]byte, imagesIDSize)})
+	if _, err := decode(hello[:len(hello)-1]); !errors.Is(err, errProto) {
+		t.Errorf("hello with a short dump id: %v", err)
+	}
+	if _, err := encode(&message{Type: msgHello, ImagesID: []byte{1}}); !errors.Is(err, errProto) {
+		t.Errorf("encoded a 1-byte dump id: %v", err)
 	}
 	if _, err := encode(&message{Type: msgRanges, Ranges: make([]Range, maxRangesPerMsg+1)}); err == nil {
 		t.Error("encoded too many ranges")
@@ -108,6 +116,7 @@ func FuzzDecode(f *testing.F) {
 	for _, m := range []*message{
 		{Type: msgHello},
 		{Type: msgAck, Status: ackError, Text: "x"},
+		{Type: msgHello, ImagesID: make([]byte, imagesIDSize)},
 		{Type: msgRegister, Pid: 3, Flags: flagHasPidfd, Total: 2, Ranges: []Range{{0x1000, 0x1000}}},
 		{Type: msgRanges, Ranges: []Range{{0x1000, 0x1000}}},
 		{Type: msgGuardAdd, ID: 1, Pid: 2, Flags: flagHasPidfd},

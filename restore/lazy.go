@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
@@ -17,11 +18,19 @@ type lazyHandoff struct {
 	c *lazypages.Client
 }
 
-// dialLazy connects to the daemon before anything is created.
-func dialLazy(workDir string) (*lazyHandoff, error) {
-	c, err := lazypages.Dial(workDir)
+// dialLazy connects to the daemon before anything is created; a daemon that serves another dump than
+// the one in imagesDir refuses.
+func dialLazy(workDir, imagesDir string) (*lazyHandoff, error) {
+	id, err := images.DumpID(imagesDir)
 	if err != nil {
+		return nil, err
+	}
+	c, err := lazypages.DialImages(workDir, id)
+	switch {
+	case errors.Is(err, lazypages.ErrNoDaemon):
 		return nil, fmt.Errorf("lazy restore needs 'lazyr lazy-pages -W %s' running: %w", workDir, err)
+	case err != nil:
+		return nil, err
 	}
 	return &lazyHandoff{c: c}, nil
 }

@@ -56,7 +56,7 @@ func Run(ctx context.Context, tr *compel.Tracer, opts Options) (*Result, error) 
 	var lazy *lazyHandoff
 	if opts.LazyPages {
 		// Before anything is created: a restore whose daemon is not there must fail cleanly.
-		if lazy, err = dialLazy(opts.WorkDir); err != nil {
+		if lazy, err = dialLazy(opts.WorkDir, opts.ImagesDir); err != nil {
 			return nil, err
 		}
 		defer lazy.close()

@@ -77,7 +77,7 @@ func runLazyPages(ctx context.Context, args []string) int {
 		},
 	})
 	err = remote.finish(err)
-	if st != nil {
+	if st != nil && (err == nil || st.Processes > 0) { // a daemon that never started has nothing to report
 		logLazyStats(log, st)
 		if b, jerr := json.MarshalIndent(st, "", "  "); jerr == nil {
 			if werr := writeFileAtomic(filepath.Join(c.workDir, lazyStatsName), append(b, '\n')); werr != nil {

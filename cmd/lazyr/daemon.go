@@ -7,10 +7,18 @@ import (
 	"os/exec"
 	"strconv"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// daemonize re-executes lazyr with the same arguments minus --daemon, in a new session with its stdio on
-// /dev/null, and waits until the child reports readiness through a pipe given as --status-fd. It then
+// daemonEnv marks a child started by daemonize: its stderr is a pipe to the parent until it is ready.
+const daemonEnv = "LAZYR_DAEMONIZED"
+
+// daemonize re-executes lazyr with the same arguments minus --daemon, in a new session with stdin and
+// stdout on /dev/null, and waits until the child reports readiness through a pipe given as --status-fd.
+// Until then the child's stderr comes back through a pipe, so that a daemon that fails to start says why
+// on the caller's terminal; once ready, the child puts /dev/null there (signalReady). The parent then
 // writes the pidfile and the caller's own --status-fd, and returns the exit code for the parent.
 func daemonize(args []string, pidFile string, statusFd int) int {
 	var childArgs []string
@@ -34,9 +42,14 @@ func daemonize(args []string, pidFile string, statusFd int) int {
 		fmt.Fprintf(os.Stderr, "lazyr: daemon: %v\n", err)
 		return 1
 	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "lazyr: daemon: %v\n", err)
+		return 1
+	}
 	cmd := exec.Command(exe, append(append([]string{os.Args[1]}, childArgs...), "--status-fd", "3")...)
-	cmd.Stdin, cmd.Stdout = devnull, devnull
-	cmd.Stderr = devnull
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, errW
+	cmd.Env = append(os.Environ(), daemonEnv+"=1")
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -44,12 +57,18 @@ func daemonize(args []string, pidFile string, statusFd int) int {
 		return 1
 	}
 	w.Close()
+	errW.Close()
 	devnull.Close()
+	defer errR.Close()
 	b := make([]byte, 1)
 	if _, err := io.ReadFull(r, b); err != nil {
-		// The child exited before it was ready; its error went to its log (-o).
+		// The child exited before it was ready: pass on what it said. (Bounded: a process it started
+		// could hold the pipe open.)
 		st, _ := cmd.Process.Wait()
-		fmt.Fprintf(os.Stderr, "lazyr: daemon failed to start (%v); run without --daemon or with -o LOGFILE to see why\n", st)
+		_ = errR.SetReadDeadline(time.Now().Add(2 * time.Second))
+		said, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
+		os.Stderr.Write(said)
+		fmt.Fprintf(os.Stderr, "lazyr: daemon failed to start (%v)\n", st)
 		return 1
 	}
 	if pidFile != "" {
@@ -62,8 +81,15 @@ func daemonize(args []string, pidFile string, statusFd int) int {
 	return 0
 }
 
-// signalReady writes a zero byte to the status fd and closes it, as CRIU's daemons do.
+// signalReady writes a zero byte to the status fd and closes it, as CRIU's daemons do. A child of
+// daemonize first puts /dev/null on its stderr: the pipe to its parent goes away with the parent.
 func signalReady(fd int) {
+	if os.Getenv(daemonEnv) == "1" {
+		if devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+			_ = unix.Dup2(int(devnull.Fd()), 2)
+			devnull.Close()
+		}
+	}
 	if fd < 0 {
 		return
 	}

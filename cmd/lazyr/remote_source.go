@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -110,6 +111,9 @@ func openRemote(ctx context.Context, c *common, f *pageServerFlags, imagesDir st
 	_, errInv := os.Stat(filepath.Join(imagesDir, images.InventoryName))
 	_, errMark := os.Stat(filepath.Join(imagesDir, pagesrv.FetchedMark))
 	if errInv == nil && errMark != nil {
+		if err := sameDump(client, imagesDir); err != nil {
+			return nil, err
+		}
 		log.Info("using the images in the images directory", zap.String("dir", imagesDir))
 	} else {
 		start := time.Now()
@@ -133,6 +137,42 @@ func openRemote(ctx context.Context, c *common, f *pageServerFlags, imagesDir st
 	}()
 	ok = true
 	return r, nil
+}
+
+// sameDump checks that the images copied into imagesDir are the dump the page server serves the memory
+// of: restored on another dump's memory, the processes would run on garbage.
+func sameDump(client *pagesrv.Client, imagesDir string) error {
+	files, err := client.ListFiles()
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if f.Name != images.InventoryName {
+			continue
+		}
+		tmp, err := os.MkdirTemp("", "lazyr-inventory-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		if err := client.FetchFile(tmp, f); err != nil {
+			return err
+		}
+		theirs, err := images.DumpID(tmp)
+		if err != nil {
+			return err
+		}
+		ours, err := images.DumpID(imagesDir)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(theirs, ours) {
+			return fmt.Errorf("the images in %s are another dump than the one the page server serves: "+
+				"empty the directory to fetch the server's images, or copy the right ones", imagesDir)
+		}
+		return nil
+	}
+	return fmt.Errorf("the page server offers no %s to compare the images in %s with", images.InventoryName, imagesDir)
 }
 
 // dialRetry dials the page server, retrying a refused connection for f.wait: a destination started
