@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 // DumpID identifies the dump an image directory holds: the SHA-256 of its inventory.img, which records,
@@ -12,7 +13,7 @@ import (
 // process with the same layout, has another. Processes must never be restored from one dump while the
 // lazy-pages daemon serves the memory of another: the IDs tell them apart.
 func DumpID(dir string) ([]byte, error) {
-	b, err := os.ReadFile(dir + "/" + InventoryName)
+	b, err := os.ReadFile(filepath.Join(dir, InventoryName))
 	if err != nil {
 		return nil, fmt.Errorf("dump id of %s: %w", dir, err)
 	}
