@@ -54,10 +54,10 @@ say "lazyr lazy-pages -D demo/img -W demo/work --daemon"
 daemon=$(cat "$DEMO/work/lazy-pages.pid")
 
 say "lazyr restore -D demo/img -W demo/work --lazy-pages -d"
-start=$(date +%s%N)
+start=${EPOCHREALTIME/./} # microseconds, without forking date(1), which takes milliseconds here
 "$LAZYR" restore -D "$DEMO/img" -W "$DEMO/work" --lazy-pages -d --pidfile "$DEMO/restored.pid"
-end=$(date +%s%N)
-echo "restore returned after $(( (end - start) / 1000000 )) ms; restored pid $(cat "$DEMO/restored.pid")"
+end=${EPOCHREALTIME/./}
+echo "restore returned after $(( (end - start) / 1000 )) ms; restored pid $(cat "$DEMO/restored.pid")"
 sleep 2
 echo "the program goes on where it stopped, with the same pid (the last two ticks before the dump, then tick $before onwards):"
 grep '^tick' "$DEMO/counter.log" | sed -n "$((before - 1)),$((before + 3))p"
