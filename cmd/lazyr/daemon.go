@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -59,15 +60,27 @@ func daemonize(args []string, pidFile string, statusFd int) int {
 	w.Close()
 	errW.Close()
 	devnull.Close()
-	defer errR.Close()
+	// Drained all along: a child that logs more than a pipe holds before it is ready must not block.
+	said := &tail{max: 64 << 10}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		_, _ = io.Copy(said, errR)
+	}()
+	defer func() {
+		_ = errR.SetReadDeadline(time.Now()) // ends the drain even if a process the child started holds the pipe
+		<-drained
+		errR.Close()
+	}()
 	b := make([]byte, 1)
 	if _, err := io.ReadFull(r, b); err != nil {
-		// The child exited before it was ready: pass on what it said. (Bounded: a process it started
-		// could hold the pipe open.)
+		// The child exited before it was ready: pass on what it said.
 		st, _ := cmd.Process.Wait()
-		_ = errR.SetReadDeadline(time.Now().Add(2 * time.Second))
-		said, _ := io.ReadAll(io.LimitReader(errR, 64<<10))
-		os.Stderr.Write(said)
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+		}
+		os.Stderr.Write(said.bytes())
 		fmt.Fprintf(os.Stderr, "lazyr: daemon failed to start (%v)\n", st)
 		return 1
 	}
@@ -106,4 +119,28 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// tail keeps the last max bytes written to it. Safe for one writer and a reader after the writer is done
+// (or concurrently: it is guarded).
+type tail struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]byte(nil), t.b...)
 }
