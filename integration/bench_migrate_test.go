@@ -137,6 +137,7 @@ func runRemoteRestore(t *testing.T, lazyr string, bd *benchDump, order string) t
 		t.Fatal(err)
 	}
 	defer os.Remove(bd.trigger)
+	warmPages(t, pagesFile(t, bd.dir)) // as for the local restores it is compared with
 	start := time.Now()
 	if _, stderr, code := testutil.Lazyr(t, "restore", "-D", dst, "-W", work, "--lazy-pages", "-d", "-v", "1"); code != 0 {
 		t.Fatalf("restore: %s", stderr)
