@@ -52,19 +52,13 @@ func (s *Server) send(c *conn, b []byte) {
 	s.pool.put(b)
 }
 
-// sendLent queues bytes the server does not own (a MappedSource's); they are written from where they
-// are (plain TCP) or encrypted into records at once (TLS).
+// sendLent queues bytes the server does not own (a MappedSource's), to be written from where they are.
+// Plain TCP only: see serveMapped.
 func (s *Server) sendLent(c *conn, b []byte) {
 	if c.out.bytes == 0 {
 		c.lastOut = time.Now()
 	}
-	if c.tls == nil {
-		c.out.pushLent(b)
-		return
-	}
-	if _, err := c.tls.Write(b); err != nil {
-		s.fail(c, fmt.Errorf("tls write: %w", err))
-	}
+	c.out.pushLent(b)
 }
 
 // sendMsg encodes m with id and flags and queues it.
@@ -342,12 +336,7 @@ func (s *Server) servePages(c *conn, id uint32, m MsgGetPages) {
 		return
 	}
 	pid, nr := int(m.Pid), int(m.NrPages)
-	// Mapped bytes go out only on plain TCP, where the kernel reads them (writev): a pages file truncated
-	// behind the server's back then fails the write. crypto/tls would read them in user space to encrypt
-	// them, and a page beyond the end of the file would kill the server with SIGBUS; TLS replies are read
-	// into a buffer first (pread reports a short file as an error), at the cost of one more copy next to
-	// the encryption's.
-	if ms, ok := s.opts.Source.(MappedSource); ok && c.tls == nil && s.serveMapped(c, id, m, ms) {
+	if ms, ok := s.opts.Source.(MappedSource); ok && s.serveMapped(c, id, m, ms) {
 		return
 	}
 	const meta = HeaderSize + pagesFixed
@@ -380,8 +369,17 @@ func (s *Server) servePages(c *conn, id uint32, m MsgGetPages) {
 
 // serveMapped answers a GetPages whose pages are all in a MappedSource with the mapped bytes
 // themselves. It reports false, having sent nothing, when some page is not there (or the source
-// fails): servePages then answers the usual way, with runs or the error.
+// fails), or on a TLS connection: servePages then answers the usual way, with runs or the error.
+//
+// Mapped bytes go out only on plain TCP, where the kernel reads them (writev): a pages file truncated
+// behind the server's back then fails the write. crypto/tls would read them in user space to encrypt
+// them, and a page beyond the end of the file would kill the server with SIGBUS; TLS replies are read
+// into a buffer first (pread reports a short file as an error), at the cost of one more copy next to
+// the encryption's.
 func (s *Server) serveMapped(c *conn, id uint32, m MsgGetPages, ms MappedSource) bool {
+	if c.tls != nil {
+		return false
+	}
 	want := uint64(m.NrPages) * uint64(s.pageSize)
 	parts := s.lent[:0]
 	for got := uint64(0); got < want; {
