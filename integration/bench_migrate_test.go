@@ -130,33 +130,15 @@ func runRemoteRestore(t *testing.T, lazyr string, bd *benchDump, order string) t
 		"-D", dst, "-W", work, "--daemon", "-o", filepath.Join(work, "lp.log"), "-v", "1"); code != 0 {
 		t.Fatalf("lazy-pages --page-server: %s", stderr)
 	}
-	if err := os.Truncate(bd.out, bd.outSize); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bd.trigger, []byte(order), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(bd.trigger)
-	warmPages(t, pagesFile(t, bd.dir)) // as for the local restores it is compared with
+	defer prepareRun(t, bd, order)() // as for the local restores it is compared with
 	start := time.Now()
 	if _, stderr, code := testutil.Lazyr(t, "restore", "-D", dst, "-W", work, "--lazy-pages", "-d", "-v", "1"); code != 0 {
 		t.Fatalf("restore: %s", stderr)
 	}
-	var ws unix.WaitStatus
-	if _, err := unix.Wait4(bd.pid, &ws, 0, nil); err != nil {
-		t.Fatalf("wait for restored %d: %v", bd.pid, err)
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored victim ended with %v: %s", ws, testutil.Tail(testutil.ReadOutput(bd.out), 5))
-	}
-	m := doneRe.FindStringSubmatch(testutil.ReadOutput(bd.out))
-	if m == nil {
-		t.Fatalf("no done line: %s", testutil.Tail(testutil.ReadOutput(bd.out), 5))
-	}
-	end, _ := strconv.ParseInt(m[2], 10, 64)
+	end := waitDone(t, bd)
 	lazyPagesStats(t, work)
 	srv.requireExit(0, 60*time.Second)
-	return time.Unix(0, end).Sub(start)
+	return end.Sub(start)
 }
 
 func TestBenchMigration(t *testing.T) {

@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -114,18 +113,7 @@ func runRestore(t *testing.T, lazyr string, bd *benchDump, lazy, prefetch bool, 
 			t.Fatalf("lazy-pages: %s", stderr)
 		}
 	}
-	// The restored victim writes at its dumped file position: cut off what an earlier restore wrote.
-	if err := os.Truncate(bd.out, bd.outSize); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bd.trigger, []byte(order), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(bd.trigger)
-	// Every restore starts from the page cache, as the floor does: this machine's memory reclaim drops
-	// the images' pages between steps now and then, and a restore that reads them from disk measures
-	// the disk.
-	warmPages(t, pagesFile(t, bd.dir))
+	defer prepareRun(t, bd, order)()
 	args := []string{"restore", "-D", bd.dir, "-d", "-v", "1"}
 	if lazy {
 		args = append(args, "--lazy-pages", "-W", work)
@@ -135,6 +123,32 @@ func runRestore(t *testing.T, lazyr string, bd *benchDump, lazy, prefetch bool, 
 		t.Fatalf("restore: %s", stderr)
 	}
 	ret = time.Since(start)
+	all = waitDone(t, bd).Sub(start)
+	if lazy {
+		st = lazyPagesStats(t, work)
+	}
+	return ret, all, st
+}
+
+// prepareRun readies bd's victim for one more restore that reads in order; the returned function
+// cleans up after it.
+func prepareRun(t *testing.T, bd *benchDump, order string) func() {
+	// The restored victim writes at its dumped file position: cut off what an earlier restore wrote.
+	if err := os.Truncate(bd.out, bd.outSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bd.trigger, []byte(order), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Every restore starts from the page cache, as the floor does: this machine's memory reclaim drops
+	// the images' pages between steps now and then, and a restore that reads them from disk measures
+	// the disk.
+	warmPages(t, pagesFile(t, bd.dir))
+	return func() { os.Remove(bd.trigger) }
+}
+
+// waitDone reaps the restored victim and returns when it had read all its memory.
+func waitDone(t *testing.T, bd *benchDump) time.Time {
 	// lazyr's parent-to-be is this process (a child subreaper): reap the victim as soon as it is done.
 	var ws unix.WaitStatus
 	if _, err := unix.Wait4(bd.pid, &ws, 0, nil); err != nil {
@@ -148,26 +162,7 @@ func runRestore(t *testing.T, lazyr string, bd *benchDump, lazy, prefetch bool, 
 		t.Fatalf("no done line: %s", testutil.Tail(testutil.ReadOutput(bd.out), 5))
 	}
 	end, _ := strconv.ParseInt(m[2], 10, 64)
-	all = time.Unix(0, end).Sub(start)
-	if lazy {
-		deadline := time.Now().Add(60 * time.Second)
-		statsFile := filepath.Join(work, "lazy-pages-stats.json")
-		for {
-			b, err := os.ReadFile(statsFile)
-			if err == nil {
-				st = &lazypages.Stats{}
-				if err := json.Unmarshal(b, st); err != nil {
-					t.Fatal(err)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("lazy-pages daemon did not finish: %s", testutil.Tail(testutil.ReadOutput(filepath.Join(work, "lp.log")), 5))
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	return ret, all, st
+	return time.Unix(0, end)
 }
 
 // floorCopy copies the pages image (from the page cache) into fresh anonymous memory with UFFDIO_COPY in
