@@ -91,12 +91,7 @@ func migrateBigmem(t *testing.T, lazyr, bin string, mib int) (downtime, fromStar
 	downtime, fromStart = running.Sub(frozenAt(t, source.log, start)), running.Sub(start)
 
 	// Let the destination read everything; the daemon finishes, says Done, the source dies.
-	if err := os.WriteFile(trigger+".tmp", []byte("seq"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(trigger+".tmp", trigger); err != nil {
-		t.Fatal(err)
-	}
+	writeTrigger(t, trigger, "seq")
 	lazyPagesStats(t, work)
 	source.requireExit(0, 120*time.Second)
 	out, err := testutil.WaitOutputFile(v.OutputFile, regexp.MustCompile(`(?m)^done start=\d+ end=\d+ pages=(\d+)$`), 120*time.Second)

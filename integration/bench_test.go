@@ -137,9 +137,7 @@ func prepareRun(t *testing.T, bd *benchDump, order string) func() {
 	if err := os.Truncate(bd.out, bd.outSize); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bd.trigger, []byte(order), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeTrigger(t, bd.trigger, order)
 	// Every restore starts from the page cache, as the floor does: this machine's memory reclaim drops
 	// the images' pages between steps now and then, and a restore that reads them from disk measures
 	// the disk.

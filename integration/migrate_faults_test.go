@@ -86,13 +86,7 @@ func TestMigrateAbort(t *testing.T) {
 			if got := sigBlk(t, pid); got != mask {
 				t.Errorf("source signal mask %s, want its own %s", got, mask)
 			}
-			// Renamed into place: bigmem polls for the name and reads it at once.
-			if err := os.WriteFile(trigger+".tmp", []byte("seq"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(trigger+".tmp", trigger); err != nil {
-				t.Fatal(err)
-			}
+			writeTrigger(t, trigger, "seq")
 			st, err := v.Wait(60 * time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -131,12 +125,7 @@ func TestMigrateImagesNeedLazyRestore(t *testing.T) {
 
 	source.signal(syscall.SIGTERM)
 	source.requireExit(1, 10*time.Second)
-	if err := os.WriteFile(trigger+".tmp", []byte("seq"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(trigger+".tmp", trigger); err != nil {
-		t.Fatal(err)
-	}
+	writeTrigger(t, trigger, "seq")
 	st, err := v.Wait(60 * time.Second)
 	if err != nil {
 		t.Fatal(err)

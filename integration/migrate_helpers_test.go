@@ -401,3 +401,15 @@ func (p *pki) serverArgs() []string {
 func (p *pki) clientArgs() []string {
 	return []string{"--tls", "--tls-cacert", p.ca, "--tls-cert", p.clientCert, "--tls-key", p.clientKey}
 }
+
+// writeTrigger gives a waiting bigmem victim its reading order. Renamed into place: bigmem polls for the
+// name and reads the file at once, and must never see it empty.
+func writeTrigger(t *testing.T, path, order string) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", []byte(order), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
