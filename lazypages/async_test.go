@@ -88,11 +88,7 @@ func TestAsyncSourceFaults(t *testing.T) {
 	v := startVictim(t, pages, "read")
 	hole := func(i int) bool { return i >= 100 && i < 140 }
 	src := newAsyncSource([]Extent{{Addr: v.addr, NrPages: 100}, {Addr: v.addr + 140*pageSize, NrPages: pages - 140}}, time.Millisecond)
-	work, res := startDaemon(t, Options{Source: src})
-	c := dial(t, work)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: src})
 	if got, want := v.expect(t, "SUM"), sumLine(hashPages(fnvInit, v.addr, 0, pages, hole)); got != want {
 		t.Errorf("hash %s, want %s", got, want)
 	}
@@ -124,11 +120,7 @@ func TestAsyncSourceCoalesces(t *testing.T) {
 	const pages, threads = 2048, 4
 	v := startVictim(t, pages, "threads", "4")
 	src := newAsyncSource(allPages(v), 2*time.Millisecond)
-	work, res := startDaemon(t, Options{Source: src})
-	c := dial(t, work)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: src})
 	want := sumLine(hashPages(fnvInit, v.addr, 0, pages, nil))
 	for i := 0; i < threads; i++ {
 		if got := v.expect(t, "SUM"); got != want {
@@ -234,11 +226,7 @@ func TestAsyncSourceFails(t *testing.T) {
 	v := startVictim(t, pages, "read")
 	src := newAsyncSource(allPages(v), 0)
 	src.failAfter = 5
-	work, res := startDaemon(t, Options{Source: src})
-	c := dial(t, work)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: src})
 	if err := v.wait(t, 20*time.Second); !killedBySIGKILL(err) {
 		t.Errorf("victim ended with %v, want SIGKILL", err)
 	}
@@ -262,11 +250,7 @@ func TestAsyncSourceListedButMissing(t *testing.T) {
 			hole := func(i int) bool { return i >= 100 && i < 140 }
 			src := newAsyncSource([]Extent{{Addr: v.addr, NrPages: 100}, {Addr: v.addr + 140*pageSize, NrPages: pages - 140}}, 0)
 			src.listed = allPages(v)
-			work, res := startDaemon(t, Options{Source: src, Prefetch: prefetch})
-			c := dial(t, work)
-			v.handOver(t, c)
-			c.Done()
-			v.send(t, "GO")
+			res := runVictim(t, v, Options{Source: src, Prefetch: prefetch})
 			if got, want := v.expect(t, "SUM"), sumLine(hashPages(fnvInit, v.addr, 0, pages, hole)); got != want {
 				t.Errorf("hash %s, want %s", got, want)
 			}

@@ -125,11 +125,7 @@ func TestPrefetchCompletesWithoutFaults(t *testing.T) {
 func TestFaultsWithPrefetch(t *testing.T) {
 	const pages = 8192
 	v := startVictim(t, pages, "read")
-	dir, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v)}, Prefetch: true})
-	c := dial(t, dir)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v)}, Prefetch: true})
 	if got, want := v.expect(t, "SUM"), sumLine(hashPages(fnvInit, v.addr, 0, pages, nil)); got != want {
 		t.Errorf("hash %s, want %s", got, want)
 	}
@@ -148,11 +144,7 @@ func TestFaultsWithPrefetch(t *testing.T) {
 func TestFork(t *testing.T) {
 	const pages = 2048
 	v := startVictim(t, pages, "fork")
-	dir, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v)}})
-	c := dial(t, dir)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v)}})
 	if got, want := v.expect(t, "HALF"), sumLine(hashPages(fnvInit, v.addr, 0, pages/2, nil)); got != want {
 		t.Errorf("parent's first half %s, want %s", got, want)
 	}
@@ -183,11 +175,7 @@ func TestFork(t *testing.T) {
 func TestMremap(t *testing.T) {
 	const pages = 1024
 	v := startVictim(t, pages, "mremap")
-	dir, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v)}})
-	c := dial(t, dir)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v)}})
 	var moved uint64
 	fmt.Sscanf(v.expect(t, "MOVED"), "%x", &moved)
 	if moved == v.addr {
@@ -213,11 +201,7 @@ func TestMadviseDontneed(t *testing.T) {
 	const pages = 1024
 	const first, n = 448, 128 // straddles the first half the victim reads first
 	v := startVictim(t, pages, "dontneed", fmt.Sprint(first), fmt.Sprint(n))
-	dir, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v)}})
-	c := dial(t, dir)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v)}})
 	if got, want := v.expect(t, "HALF"), sumLine(hashPages(fnvInit, v.addr, 0, pages/2, nil)); got != want {
 		t.Errorf("first half %s, want %s", got, want)
 	}
@@ -241,11 +225,7 @@ func TestMadviseDontneed(t *testing.T) {
 func TestMunmapPart(t *testing.T) {
 	const pages = 1024
 	v := startVictim(t, pages, "munmap", "256", "256")
-	dir, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v)}, Prefetch: true, QuietPeriod: time.Hour})
-	c := dial(t, dir)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v)}, Prefetch: true, QuietPeriod: time.Hour})
 	h := hashPages(fnvInit, v.addr, 0, 256, nil)
 	h = hashPages(h, v.addr, 512, pages, nil)
 	if got := v.expect(t, "SUM"); got != sumLine(h) {
@@ -308,11 +288,7 @@ func TestFailingSource(t *testing.T) {
 	const pages = 4096
 	v := startVictim(t, pages, "read")
 	src := &patternSource{extents: allPages(v), failAfter: 5}
-	dir, res := startDaemon(t, Options{Source: src})
-	c := dial(t, dir)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: src})
 	err := v.wait(t, 20*time.Second)
 	if !killedBySIGKILL(err) {
 		t.Errorf("victim ended with %v, want SIGKILL", err)
@@ -554,11 +530,7 @@ func TestRegisterManyRanges(t *testing.T) {
 // says so) and Serve still finishes.
 func TestProcessExitsEarly(t *testing.T) {
 	v := startVictim(t, 256, "wait")
-	dir, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v)}})
-	c := dial(t, dir)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v)}})
 	v.in.Close() // the victim's second read fails: it exits without reading
 	if err := v.wait(t, 10*time.Second); err == nil {
 		t.Fatal("victim exited 0; expected its error exit")

@@ -291,6 +291,17 @@ func waitServe(t testing.TB, ch <-chan served) served {
 	return served{}
 }
 
+// runVictim serves v with a daemon of opts: v is handed over, the restore says Done, and v is told to go.
+func runVictim(t *testing.T, v *victim, opts Options) <-chan served {
+	t.Helper()
+	work, res := startDaemon(t, opts)
+	c := dial(t, work)
+	v.handOver(t, c)
+	c.Done()
+	v.send(t, "GO")
+	return res
+}
+
 func dial(t testing.TB, workDir string) *Client {
 	t.Helper()
 	c, err := Dial(workDir)

@@ -122,11 +122,7 @@ func TestServeFromImages(t *testing.T) {
 		{Addr: v.addr, NrPages: 1000},
 		{Addr: v.addr + 1024*pageSize, NrPages: pages - 1024},
 	}, nil)
-	work, res := startDaemon(t, Options{ImagesDir: dir, Prefetch: true})
-	c := dial(t, work)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{ImagesDir: dir, Prefetch: true})
 	hole := func(i int) bool { return i >= 1000 && i < 1024 }
 	if got, want := v.expect(t, "SUM"), sumLine(hashPages(fnvInit, v.addr, 0, pages, hole)); got != want {
 		t.Errorf("hash %s, want %s", got, want)

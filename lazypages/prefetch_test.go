@@ -42,11 +42,7 @@ func TestWalkDirections(t *testing.T) {
 					} else {
 						opts.Source = &patternSource{extents: allPages(v)}
 					}
-					work, res := startDaemon(t, opts)
-					c := dial(t, work)
-					v.handOver(t, c)
-					c.Done()
-					v.send(t, "GO")
+					res := runVictim(t, v, opts)
 					if got, want := v.expect(t, "SUM"), touchSum(v.addr, pages, dir == "rev"); got != want {
 						t.Errorf("hash %s, want %s", got, want)
 					}
@@ -141,11 +137,7 @@ func TestDontneedDuringPrefetch(t *testing.T) {
 	const pages, k = 8192, 64
 	v := startVictim(t, pages, "dropping", strconv.Itoa(k))
 	src := &patternSource{extents: allPages(v), delay: time.Millisecond}
-	work, res := startDaemon(t, Options{Source: src, Prefetch: true})
-	c := dial(t, work)
-	v.handOver(t, c)
-	c.Done()
-	v.send(t, "GO")
+	res := runVictim(t, v, Options{Source: src, Prefetch: true})
 	if bad := v.expect(t, "BAD"); bad != "0" {
 		t.Errorf("%s non-zero words read right after MADV_DONTNEED", bad)
 	}
@@ -177,11 +169,7 @@ func TestEventsDuringPrefetch(t *testing.T) {
 	t.Run("fork", func(t *testing.T) {
 		const pages = 4096
 		v := startVictim(t, pages, "fork")
-		work, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v), delay: 200 * time.Microsecond}, Prefetch: true})
-		c := dial(t, work)
-		v.handOver(t, c)
-		c.Done()
-		v.send(t, "GO")
+		res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v), delay: 200 * time.Microsecond}, Prefetch: true})
 		want := sumLine(hashPages(fnvInit, v.addr, 0, pages, nil))
 		if got := v.expect(t, "HALF"); got != sumLine(hashPages(fnvInit, v.addr, 0, pages/2, nil)) {
 			t.Errorf("half %s", got)
@@ -200,11 +188,7 @@ func TestEventsDuringPrefetch(t *testing.T) {
 	t.Run("mremap", func(t *testing.T) {
 		const pages = 4096
 		v := startVictim(t, pages, "mremap")
-		work, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v), delay: 200 * time.Microsecond}, Prefetch: true})
-		c := dial(t, work)
-		v.handOver(t, c)
-		c.Done()
-		v.send(t, "GO")
+		res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v), delay: 200 * time.Microsecond}, Prefetch: true})
 		v.expect(t, "MOVED")
 		if got, want := v.expect(t, "SUM"), sumLine(hashPages(fnvInit, v.addr, 0, pages, nil)); got != want {
 			t.Errorf("hash %s, want %s", got, want)
@@ -218,11 +202,7 @@ func TestEventsDuringPrefetch(t *testing.T) {
 	t.Run("munmap", func(t *testing.T) {
 		const pages = 4096
 		v := startVictim(t, pages, "munmap", "1024", "2048")
-		work, res := startDaemon(t, Options{Source: &patternSource{extents: allPages(v), delay: 200 * time.Microsecond}, Prefetch: true})
-		c := dial(t, work)
-		v.handOver(t, c)
-		c.Done()
-		v.send(t, "GO")
+		res := runVictim(t, v, Options{Source: &patternSource{extents: allPages(v), delay: 200 * time.Microsecond}, Prefetch: true})
 		h := hashPages(fnvInit, v.addr, 0, 1024, nil)
 		h = hashPages(h, v.addr, 3072, pages, nil)
 		if got := v.expect(t, "SUM"); got != sumLine(h) {
